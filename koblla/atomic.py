@@ -1,0 +1,69 @@
+"""Write outputs so a crash never leaves a half-written file where a later stage would take it as complete.
+
+Every writer goes to a temporary sibling (same filesystem, so the final `os.replace` is atomic) and renames it
+into place only once it is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _tmp_sibling(path: Path, suffix: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp dir; on success it replaces `path` (an existing dir there is removed first)."""
+    path = Path(path)
+    tmp = _tmp_sibling(path)
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            # Move the old dir aside first so `path` is never a mix of old and new files.
+            old = _tmp_sibling(path, ".old")
+            os.replace(path, old / path.name)
+            shutil.rmtree(old)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
+    """Open a temp file beside `path` for writing; it replaces `path` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
+        if "newline" not in open_kwargs and "w" in mode:
+            open_kwargs["newline"] = ""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    """Atomically write `obj` as UTF-8 JSON (Korean stays readable: ensure_ascii=False)."""
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False, sort_keys=False)
+        f.write("\n")

@@ -1,0 +1,105 @@
+"""End to end: the embedded default `dvc repro` in a copy of the repo, then a no-op rerun, a push/pull through a
+local-folder remote into a fresh clone, and an experiment on one translate param that reruns exactly its
+dependents. The tests share one pipeline run and must run in file order."""
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline_helpers import copy_repo, dvc, git, ran_stages, run
+
+pytestmark = pytest.mark.slow
+
+EVAL_MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
+RECIPE_STAGES = {"extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct", "report"} | {
+    f"evaluate@{m}" for m in EVAL_MODELS
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    t0 = time.monotonic()
+    out = dvc("repro", cwd=repo, timeout=1200)
+    seconds = time.monotonic() - t0
+    print(f"default dvc repro took {seconds:.1f} s")
+    return repo, out.stdout, seconds
+
+
+def test_repro_runs_every_stage(pipeline):
+    repo, stdout, _ = pipeline
+    assert RECIPE_STAGES | {"make_sample_dump", "make_tiny_models"} <= ran_stages(stdout)
+
+
+def test_outputs_and_metrics(pipeline):
+    repo, _, _ = pipeline
+    for split in ("train", "dev", "test"):
+        assert (repo / f"data/kowiki/{split}.csv").is_file()
+    train = pd.read_csv(repo / "data/kowiki/train.csv")
+    assert list(train.columns[:5]) == ["id", "revid", "url", "title", "text"] and len(train) > 0
+    for name in ("kolima", "bilima_en_ko", "bilima_ko_en"):
+        rows = [json.loads(line) for line in (repo / f"data/lima_ko/{name}.jsonl").read_text().splitlines()]
+        assert rows and all(r["messages"] for r in rows)
+    for model in ("koblla-base", "koblla-chatvec", "koblla-instruct"):
+        d = repo / "models" / model
+        assert (d / "config.json").is_file() and (d / "model.safetensors.index.json").is_file(), d
+        assert not (d / "adapter_config.json").exists(), "merged weights and adapters must be kept apart"
+    for adapter in ("koblla-base-adapter", "koblla-instruct-adapter"):
+        assert (repo / "models" / adapter / "adapter_model.safetensors").is_file()
+    for m in ("extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct"):
+        assert json.loads((repo / f"metrics/{m}.json").read_text()), m
+    for m in EVAL_MODELS:
+        scores = json.loads((repo / f"metrics/eval/{m}.json").read_text())
+        mc2 = [v for k, v in scores.items() if k.startswith("truthfulqa_mc2") and k.endswith("/acc")]
+        assert mc2 and 0.0 <= mc2[0] <= 1.0, scores
+    table = (repo / "reports/results.md").read_text()
+    assert "KoBLLa-Inst." in table and "Llama-3" in table
+    # DVC sees the declared metrics and plots.
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo).stdout)
+    assert shown, "dvc metrics show found no metrics"
+    plots = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)
+    assert any("finetune_base" in k for k in plots), list(plots)
+
+
+def test_second_repro_does_nothing(pipeline):
+    repo, _, _ = pipeline
+    t0 = time.monotonic()
+    out = dvc("repro", cwd=repo)
+    print(f"no-op dvc repro took {time.monotonic() - t0:.1f} s")
+    assert ran_stages(out.stdout) == set(), out.stdout
+    assert "up to date" in dvc("status", cwd=repo).stdout
+
+
+def test_push_then_pull_into_fresh_clone(pipeline, tmp_path):
+    repo, _, _ = pipeline
+    remote = tmp_path / "remote"
+    dvc("remote", "add", "-d", "shared", str(remote), cwd=repo)
+    dvc("push", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "pipeline results", cwd=repo)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    dvc("pull", cwd=clone)
+    assert (clone / "models/koblla-instruct/config.json").is_file()
+    assert "up to date" in dvc("status", cwd=clone).stdout
+    # Nothing reruns after a pull: the lock file and the pulled outputs agree.
+    assert ran_stages(dvc("repro", cwd=clone).stdout) == set()
+
+
+def test_exp_run_on_translate_param_reruns_only_dependents(pipeline):
+    repo, _, _ = pipeline
+    git("add", "-A", cwd=repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "before experiment"], cwd=repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["translate"]["system_prompt"] == ""
+    out = dvc("exp", "run", "-S", "translate.system_prompt=너는 친절한 한국어 도우미야.", cwd=repo, timeout=900)
+    ran = ran_stages(out.stdout)
+    # report reruns only if the instruct model's scores moved; nothing upstream of translate may rerun.
+    must = {"translate", "finetune_instruct", "evaluate@koblla_inst"}
+    assert must <= ran <= must | {"report"}, out.stdout
+    kolima = (repo / "data/lima_ko/kolima.jsonl").read_text().splitlines()
+    assert json.loads(kolima[0])["messages"][0] == {"role": "system", "content": "너는 친절한 한국어 도우미야."}
