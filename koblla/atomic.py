@@ -67,3 +67,21 @@ def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
     with atomic_file(path) as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False, sort_keys=False)
         f.write("\n")
+
+
+def unprotect(path: str | os.PathLike) -> None:
+    """Make `path` a private, writable file before editing it in place (e.g. appending to a persistent log).
+
+    DVC's cache links outputs into the workspace (hardlink/symlink): the workspace file then *is* the cache object,
+    read-only, and appending to it would corrupt the cache. Like `dvc unprotect`, copy it to a fresh file first.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    st = os.lstat(path)
+    if path.is_symlink() or st.st_nlink > 1 or not os.access(path, os.W_OK):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        shutil.copyfile(path, tmp)  # follows a symlink: copies the content
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
