@@ -1,0 +1,52 @@
+"""Atomic writers: a failure leaves the previous output (or nothing), never a half-written one."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from koblla.atomic import atomic_dir, atomic_file, unprotect, write_json
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    out = tmp_path / "model"
+    with atomic_dir(out) as d:
+        (d / "a.txt").write_text("one")
+    assert (out / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert (out / "a.txt").read_text() == "one"
+    with atomic_dir(out) as d:
+        (d / "b.txt").write_text("two")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"], "old files must not leak into the new output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "no temp dirs left behind"
+
+
+def test_atomic_file_and_json(tmp_path):
+    f = tmp_path / "m.json"
+    write_json(f, {"점수": 1.5})
+    assert '"점수": 1.5' in f.read_text(encoding="utf-8")
+    with pytest.raises(ValueError):
+        with atomic_file(f) as fh:
+            fh.write("garbage")
+            raise ValueError
+    assert '"점수"' in f.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_unprotect_breaks_hardlinks_and_symlinks(tmp_path):
+    cache = tmp_path / "cache_obj"
+    cache.write_text("line1\n")
+    os.chmod(cache, 0o444)
+    hard, soft = tmp_path / "hard.jsonl", tmp_path / "soft.jsonl"
+    os.link(cache, hard)
+    soft.symlink_to(cache)
+    for p in (hard, soft):
+        unprotect(p)
+        with open(p, "a") as f:
+            f.write("line2\n")
+        assert p.read_text() == "line1\nline2\n"
+    assert cache.read_text() == "line1\n", "the cache object must never change"
+    unprotect(tmp_path / "missing")  # no-op
