@@ -50,3 +50,15 @@ def test_unprotect_breaks_hardlinks_and_symlinks(tmp_path):
         assert p.read_text() == "line1\nline2\n"
     assert cache.read_text() == "line1\n", "the cache object must never change"
     unprotect(tmp_path / "missing")  # no-op
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
