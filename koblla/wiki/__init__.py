@@ -1,0 +1,1 @@
+"""Korean Wikipedia dump -> clean article text (the extract_wiki stage, its sample dump, the download helper)."""
