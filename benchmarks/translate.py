@@ -1,0 +1,212 @@
+"""Benchmark the translate stage's openai backend and its register classifier.
+
+python benchmarks/translate.py
+
+1. Throughput: the real stage (`python -m stages.translate`, a subprocess) against the local OpenAI-compatible
+   server of tests/translate_server.py on 127.0.0.1 with 200 ms latency per request and injected faults (10% 429
+   with Retry-After: 1, 5% 500, 2% hung requests that the client times out after 1 s), 16 requests in flight.
+   Ideal = concurrency / latency = 80 requests/s. Reported: HTTP requests completed per second (every outcome;
+   a timed-out one counts once, at its timeout) / ideal, and accepted translations per second / ideal (goodput,
+   which 17% failed requests bound to about 0.8). Also: the same ratio over the steady state (until the last first
+   attempt is sent, before the batch drains), the server's mean service time and the share of slots kept busy.
+2. A second run on the same memory: requests it makes (target 0).
+3. kill -9 mid-run, rerun: conversations lost or duplicated in the outputs, duplicate memory keys (target 0).
+4. Register classifier on ../shared/data/korean_smile_style (formal vs informal columns of 3470 parallel pairs):
+   accuracy per class (target >= 0.95); null when the shared data is absent.
+Work files go to .bench/translate/ (gitignored). The last line of output is one JSON object.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from translate_server import FakeLLMServer, random_faults  # noqa: E402
+
+WORK = REPO / ".bench" / "translate"
+SMILE = REPO.parent / "shared" / "data" / "korean_smile_style" / "smilestyle_dataset.tsv"
+N_CONVERSATIONS = 1000  # x 2 turns = 2000 chunks: ~30 s at the ideal rate, so the retry tail stays small
+CONCURRENCY, LATENCY_S, CLIENT_TIMEOUT_S = 16, 0.2, 1.0
+FAULTS = {"429": 0.10, "500": 0.05, "timeout": 0.02}
+KEY_ENV = "KOBLLA_BENCH_KEY"
+
+_TOPICS = ["a Python list", "a git branch", "a sourdough starter", "a bike chain", "a SQL index", "a tomato plant",
+           "a job interview", "a Linux server", "a watercolor painting", "a marathon plan", "a JSON file", "a tent"]
+_VERBS = ["clean up", "speed up", "fix", "set up", "understand", "explain to a friend", "keep healthy", "test"]
+
+
+def make_input(path: Path, n: int, seed: int = 0) -> None:
+    """LIMA-schema conversations in English with inline code, URLs and some fenced code blocks."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            topic, verb = rng.choice(_TOPICS), rng.choice(_VERBS)
+            q = (f"Question {i}: how do I {verb} {topic}? I tried the obvious thing with `step_{i}` and it did not "
+                 f"work the way the guide at https://example.org/guide/{i} says it should.")
+            parts = [f"Good question number {i}. To {verb} {topic}, start small and check each change before the next."]
+            for k in range(rng.randint(2, 5)):
+                parts.append(f"Step {k + 1}: look at `item_{k}` first, because most problems with {topic} start "
+                             f"there, and write down what you changed so that you can undo it later.")
+            if rng.random() < 0.3:
+                parts.append(f"```python\nfor x in range({i}):\n    print(x)\n```")
+            f.write(json.dumps({"conversations": [q, "\n\n".join(parts)], "source": "bench"}) + "\n")
+
+
+def write_params(path: Path, input_path: Path, base_url: str) -> None:
+    import yaml
+
+    t = {
+        "input": str(input_path), "backend": "openai", "model": "bench-model", "seed_memory": [],
+        "openai": {"base_url": base_url, "api_key_env": KEY_ENV, "concurrency": CONCURRENCY,
+                   "timeout_s": CLIENT_TIMEOUT_S, "max_retries": 8, "backoff_base_s": 0.2, "backoff_max_s": 2.0},
+    }
+    path.write_text(yaml.safe_dump({"translate": t}), encoding="utf-8")
+
+
+def stage(params: Path, run: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stages.translate", "--params", str(params), "--out-dir", str(WORK / run / "out"),
+           "--memory", str(WORK / run / "tm"), "--metrics", str(WORK / run / "metrics.json")]
+    env = dict(os.environ, **{KEY_ENV: "bench-secret"}, TQDM_DISABLE="1")
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage failed ({proc.returncode}):\n{err[-3000:]}")
+    print("   " + out.strip().splitlines()[-1])
+
+
+def throughput(srv: FakeLLMServer, metrics: dict) -> dict:
+    start = min(t for t, _ in srv.arrivals)
+    end = max(t for t, mode in srv.completions if mode != "timeout")
+    seconds = end - start
+    ideal = CONCURRENCY / LATENCY_S
+    ok = sum(mode == "ok" for _, mode in srv.completions)
+    # Steady state: until the last first attempt is sent; after it the batch drains (retries only, fewer than 16
+    # requests left), which any finite run has and which says nothing about keeping 16 in flight.
+    first_try: dict[str, float] = {}
+    for t, text in srv.arrivals:
+        first_try.setdefault(text, t)
+    steady_end = max(first_try.values())
+    done = sum(t <= steady_end for t, mode in srv.completions if mode != "timeout")
+    hung = [t for (t, _), mode in zip(srv.arrivals, srv.modes) if mode == "timeout"]
+    done += sum(t + CLIENT_TIMEOUT_S <= steady_end for t in hung)
+    return {
+        "backend_seconds": round(seconds, 2),
+        "requests": metrics["requests"],
+        "requests_per_s": round(metrics["requests"] / seconds, 2),
+        "ideal_requests_per_s": ideal,
+        "throughput_ratio_to_ideal": round(metrics["requests"] / seconds / ideal, 4),
+        "goodput_ratio_to_ideal": round(ok / seconds / ideal, 4),
+        "steady_state_seconds": round(steady_end - start, 2),
+        "steady_state_ratio_to_ideal": round(done / (steady_end - start) / ideal, 4),
+        # Where the time goes: the server's own time per answered request (200 ms + scheduling on a busy
+        # machine), and the share of the 16 slots kept busy (answered requests + timeouts held to the client timeout).
+        "server_mean_service_s": round(sum(srv.service_times) / len(srv.service_times), 4),
+        "slot_utilisation": round((sum(srv.service_times) + Counter(srv.modes)["timeout"] * CLIENT_TIMEOUT_S)
+                                  / (CONCURRENCY * seconds), 4),
+        "server_modes": dict(Counter(srv.modes)),
+        "max_in_flight": srv.max_in_flight,
+    }
+
+
+def check_outputs(run: str, n_items: int) -> tuple[int, int, int]:
+    """(lost conversations, duplicated conversations, duplicate memory keys)."""
+    ids = Counter(json.loads(x)["id"] for x in (WORK / run / "out" / "kolima.jsonl").read_text().splitlines())
+    keys = Counter(json.loads(x)["key"] for x in (WORK / run / "tm" / "memory.jsonl").read_text().splitlines())
+    expected = {f"lima_{i}" for i in range(n_items)}
+    return (len(expected - set(ids)), sum(c - 1 for c in ids.values()), sum(c - 1 for c in keys.values()))
+
+
+def register_accuracy() -> dict:
+    if not SMILE.is_file():
+        print(f"   {SMILE} absent: register accuracy not measured")
+        return {"register_accuracy_formal": None, "register_accuracy_informal": None, "register_pairs": 0}
+    from koblla.translate.register import classify_formality, kiwi
+
+    kiwi()
+    with open(SMILE, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    head = rows[0]
+    fi, ii = head.index("formal"), head.index("informal")
+    pairs = [(r[fi], r[ii]) for r in rows[1:] if len(r) > ii and r[fi].strip() and r[ii].strip()]
+    t0 = time.monotonic()
+    formal = sum(classify_formality(a) == "formal" for a, _ in pairs) / len(pairs)
+    informal = sum(classify_formality(b) == "informal" for _, b in pairs) / len(pairs)
+    return {"register_accuracy_formal": round(formal, 4), "register_accuracy_informal": round(informal, 4),
+            "register_pairs": len(pairs), "register_seconds": round(time.monotonic() - t0, 1)}
+
+
+def main() -> None:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    inp = WORK / "lima_bench.jsonl"
+    make_input(inp, N_CONVERSATIONS)
+    n_chunks = 2 * N_CONVERSATIONS
+    result: dict = {"conversations": N_CONVERSATIONS, "chunks": n_chunks, "concurrency": CONCURRENCY,
+                    "latency_s": LATENCY_S, "faults": FAULTS, "client_timeout_s": CLIENT_TIMEOUT_S,
+                    "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    plan = random_faults(FAULTS, seed=1)
+    with FakeLLMServer(plan=plan, latency_s=LATENCY_S, hang_s=3.0, retry_after="1") as srv:
+        params = WORK / "params.yaml"
+        write_params(params, inp, srv.base_url)
+
+        print(f"1. throughput: {n_chunks} chunks, {CONCURRENCY} in flight, {LATENCY_S * 1000:.0f} ms latency, "
+              f"faults {FAULTS}")
+        t0 = time.monotonic()
+        finish(stage(params, "a"))
+        wall = time.monotonic() - t0
+        metrics = json.loads((WORK / "a" / "metrics.json").read_text())
+        result.update(throughput(srv, metrics))
+        result["stage_wall_seconds"] = round(wall, 1)
+        result["first_run_failures"] = metrics["failures_by_reason"]
+        print(f"   {result['requests']} requests in {result['backend_seconds']} s = {result['requests_per_s']}/s "
+              f"(ideal {CONCURRENCY / LATENCY_S:.0f}/s): ratio {result['throughput_ratio_to_ideal']}, goodput ratio "
+              f"{result['goodput_ratio_to_ideal']}; max in flight {srv.max_in_flight}")
+
+        print("2. rerun on the same memory")
+        srv.reset_counts()
+        finish(stage(params, "a"))
+        result["rerun_requests"] = srv.requests
+
+        print("3. kill -9 mid-run, then rerun")
+        srv.reset_counts()
+        proc = stage(params, "b")
+        mem = WORK / "b" / "tm" / "memory.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and (not mem.exists() or mem.read_text().count("\n") < 0.4 * n_chunks):
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        before = mem.read_text(encoding="utf-8", errors="replace").count("\n")
+        srv.reset_counts()
+        finish(stage(params, "b"))
+        resumed = json.loads((WORK / "b" / "metrics.json").read_text())
+        lost, dup, dup_keys = check_outputs("b", N_CONVERSATIONS)
+        result.update(killed_after_records=before, resumed_cache_hits=resumed["cache_hits"],
+                      resumed_translated=resumed["translated_now"], lost_items=lost, duplicated_items=dup,
+                      duplicated_memory_keys=dup_keys, resumed_failures=resumed["failures_by_reason"])
+        print(f"   killed with {before}/{n_chunks} chunks in memory; rerun served {resumed['cache_hits']} from memory "
+              f"and translated {resumed['translated_now']}; lost {lost}, duplicated {dup}, duplicate keys {dup_keys}")
+
+    print("4. register classifier on korean_smile_style (formal vs informal)")
+    result.update(register_accuracy())
+    print(f"   formal {result['register_accuracy_formal']}, informal {result['register_accuracy_informal']}")
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
