@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# GPU benchmark of finetune_base's training loop: a Llama-3-8B-shaped random checkpoint made on the spot (no
+# download), 20 LoRA steps at seq 2048, bf16, packed, batch 2, no grad accumulation, torch.compile on: the setting
+# of torchtune's published table (README of torchtune 0.6.1: "Llama 3.1 8B | LoRA | 1x A6000 | 30.3 GiB | 4699
+# tokens/s", batch size 2, packed to 2048, compile enabled). One call, under 8 minutes on one H100/A100-80GB.
+#
+#   bash benchmarks/gpu_train.sh                       # from the repo root, on a machine with one CUDA GPU
+#   PYTHON=/opt/venv/bin/python STEPS=20 bash benchmarks/gpu_train.sh
+#   SMOKE=1 bash benchmarks/gpu_train.sh               # CPU dry run of the script's logic: tiny shape, 3 steps
+#
+# Needs: a Python with CUDA torch 2.13, torchtune 0.6.1, torchao 0.15, dvclive, pydantic, psutil, safetensors
+# (requirements.txt with the CUDA torch wheel); the koblla package importable (the script adds the repo to
+# PYTHONPATH); ~40 GB free disk under $OUT for the 16 GB checkpoint. No network.
+# It runs the same config (configs/finetune_base.yaml), the same override builder (koblla.finetune.command) and
+# the same DVCLive logger as the stage, with save_adapter_weights_only=True so the 16 GB merged save at the end
+# (not part of the training-speed figure) does not eat the time budget.
+# Last line of output: one JSON object (tokens_per_second, peak memory, the reference figure, their ratio).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+OUT=${OUT:-$REPO/.bench/gpu_train}
+SMOKE=${SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then OUT=${OUT:-$REPO/.bench/gpu_train_smoke}; STEPS=${STEPS:-3}; SEQ=${SEQ:-256}; COMPILE=false; fi
+STEPS=${STEPS:-20}
+SEQ=${SEQ:-2048}
+BATCH=${BATCH:-2}
+COMPILE=${COMPILE:-true}
+TIME_LIMIT=${TIME_LIMIT:-420}   # seconds for the training run itself; the whole script stays under 8 min
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+T0=$(date +%s)
+
+# ---- 1. environment: CUDA GPU, packages, disk -------------------------------------------------------------------
+"$PYTHON" - "$SMOKE" <<'EOF'
+import shutil, sys
+try:
+    import torch, torchtune, dvclive  # noqa: F401
+except ImportError as e:
+    sys.exit(f"gpu_train.sh: {e}; set PYTHON to an interpreter with requirements.txt installed (CUDA torch)")
+if not torch.cuda.is_available() and sys.argv[1] != "1":
+    sys.exit("gpu_train.sh: no CUDA GPU visible (torch.cuda.is_available() is False)")
+print(f"gpu: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (SMOKE=1)'}, torch {torch.__version__}, torchtune {torchtune.__version__}",
+      file=sys.stderr)
+EOF
+FREE_GB=$(df -Pk "$OUT" | awk 'NR==2 {print int($4/1048576)}')
+if [ "$SMOKE" != 1 ] && [ "$FREE_GB" -lt 20 ] && [ ! -f "$OUT/Meta-Llama-3-8B-random/model.safetensors.index.json" ]; then
+  echo "gpu_train.sh: only ${FREE_GB} GB free under $OUT; the random 8B checkpoint needs 16 GB" >&2; exit 1
+fi
+
+# ---- 2. a Llama-3-8B-shaped random checkpoint (HF layout + tune-download extras) and Korean-ish text ------------
+"$PYTHON" - "$OUT" "$SMOKE" <<'EOF'
+import base64, csv, json, random, sys, time
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+
+out, smoke = Path(sys.argv[1]), sys.argv[2] == "1"
+ckpt = out / "Meta-Llama-3-8B-random"
+if not (ckpt / "model.safetensors.index.json").is_file():
+    t = time.time()
+    (ckpt / "original").mkdir(parents=True, exist_ok=True)
+    # Meta-Llama-3-8B's shapes (8.03 B parameters); SMOKE: the tiny test shape.
+    V, H, I, L, NH, KV = (128256, 64, 224, 2, 4, 2) if smoke else (128256, 4096, 14336, 32, 32, 8)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    kv = H // NH * KV
+    shapes = {"model.embed_tokens.weight": (V, H)}
+    for l in range(L):
+        p = f"model.layers.{l}."
+        shapes.update({p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (kv, H),
+                       p + "self_attn.v_proj.weight": (kv, H), p + "self_attn.o_proj.weight": (H, H),
+                       p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
+                       p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
+                       p + "post_attention_layernorm.weight": (H,)})
+    shapes.update({"model.norm.weight": (H,), "lm_head.weight": (V, H)})
+    plan, size, limit = [[]], 0, 5 * 2**30                      # ~5 GB shards, like Meta's 4 files
+    for k, s in shapes.items():
+        n = 2 * (s[0] * (s[1] if len(s) > 1 else 1))
+        if size + n > limit and plan[-1]:
+            plan.append([]); size = 0
+        plan[-1].append(k); size += n
+    g = torch.Generator(device=dev).manual_seed(0)
+    wmap, total = {}, 0
+    for j, keys in enumerate(plan):                             # one shard in host memory at a time
+        name = f"model-{j + 1:05d}-of-{len(plan):05d}.safetensors"
+        sd = {}
+        for k in keys:
+            s = shapes[k]
+            w = (torch.ones(s, dtype=torch.bfloat16) if k.endswith("norm.weight") else
+                 (torch.randn(s, device=dev, generator=g) * 0.02).to(torch.bfloat16).cpu())
+            sd[k] = w; wmap[k] = name; total += w.numel() * 2
+        save_file(sd, str(ckpt / name), metadata={"format": "pt"})
+        del sd
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": wmap}))
+    (ckpt / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": V, "hidden_size": H,
+        "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": NH, "num_key_value_heads": KV,
+        "max_position_embeddings": 8192, "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+        "bos_token_id": 128000, "eos_token_id": 128001, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}))
+    (ckpt / "generation_config.json").write_text(json.dumps({"bos_token_id": 128000, "eos_token_id": 128001}))
+    (ckpt / "original_repo_id.json").write_text(json.dumps({"repo_id": "random/Meta-Llama-3-8B-shaped"}))
+    (ckpt / "original" / "params.json").write_text(json.dumps({"dim": H, "n_layers": L, "n_heads": NH,
+        "n_kv_heads": KV, "vocab_size": V, "ffn_dim_multiplier": 1.3, "multiple_of": 1024, "norm_eps": 1e-5,
+        "rope_theta": 500000.0}))
+    # The matching tokenizer: tiktoken format; byte-level ranks (Llama 3's specials sit at 128000+ as in Meta's).
+    # Token ids, not their meaning, set the speed: every pack is 2048 ids whatever the merges.
+    (ckpt / "original" / "tokenizer.model").write_text(
+        "".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
+    print(f"checkpoint: {total / 2**30:.1f} GiB in {len(plan)} shards, {time.time() - t:.0f} s", file=sys.stderr)
+data = out / "kowiki"; data.mkdir(exist_ok=True)
+rng = random.Random(0)
+syllables = [chr(0xAC00 + i) for i in range(0, 11172, 7)]
+with open(data / "train.csv", "w", newline="", encoding="utf-8") as f:      # ~1.5 M byte-tokens: >> 20 steps
+    w = csv.writer(f); w.writerow(["id", "revid", "url", "title", "text"])
+    for i in range(30 if smoke else 500):
+        words = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(rng.randint(100, 400))]
+        w.writerow([i, i, f"https://ko.wikipedia.org/wiki?curid={i}", f"문서{i}", " ".join(words) + "."])
+EOF
+
+# ---- 3. 20 LoRA steps with torchtune's single-device recipe, through the stage's own command builder ----------
+"$PYTHON" - "$OUT" "$STEPS" "$SEQ" "$BATCH" "$COMPILE" "$TIME_LIMIT" "$T0" "$SMOKE" <<'EOF'
+import json, shutil, statistics, subprocess, sys, time
+from pathlib import Path
+import torch
+from koblla.finetune import checks, command
+from koblla.finetune.dvclive_logger import read_steps
+from koblla.finetune.params import FinetuneBaseParams
+
+out, steps, seq, batch, comp, limit, t0 = (Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                           sys.argv[5] == "true", int(sys.argv[6]), int(sys.argv[7]))
+smoke = sys.argv[8] == "1"
+ckpt, data, work = out / "Meta-Llama-3-8B-random", out / "kowiki", out / "run"
+shutil.rmtree(work, ignore_errors=True)
+# torchtune's llama3_1/8B_lora_single_device defaults (what its README table ran) at batch 2, seq 2048, packed.
+p = FinetuneBaseParams(device="cpu" if smoke else "cuda", dtype="fp32" if smoke else "bf16", max_seq_len=seq, batch_size=batch, gradient_accumulation_steps=1,
+                       epochs=1, max_steps_per_epoch=steps, compile=comp, activation_checkpointing=not smoke,
+                       lora_rank=8, lora_alpha=16, lora_attn_modules=["q_proj", "v_proj", "output_proj"],
+                       lora_mlp=True, warmup_steps=0, eval_max_tokens=0,
+                       tune_overrides=["save_adapter_weights_only=True"])
+checks.check_model(ckpt, p, "gpu_train.sh checkpoint")
+checks.check_text_csv(data / "train.csv", p)
+ov = command.base_overrides(p, ckpt, data, seed=0) + [
+    f"output_dir={work}", f"metric_logger.checkpoint_marker={work}/recipe_state/recipe_state.pt"]
+cmd = command.build_command(p, "finetune_base", Path("configs/finetune_base.yaml"), ov)
+print("running:", " ".join(cmd), file=sys.stderr)
+t = time.time()
+rc = subprocess.run(["timeout", str(limit), *cmd]).returncode
+wall = time.time() - t
+recs = read_steps(work / "dvclive")
+if rc != 0 and not recs:
+    sys.exit(f"gpu_train.sh: torchtune exited with {rc} before logging a step")
+warm = [r for r in recs if r["step"] > (1 if smoke else 3)]     # first steps carry compile / warm-up
+tps = sum(r["tokens"] for r in warm) / sum(r["seconds"] for r in warm) if warm else float("nan")
+peak = {k: round(max(r[k] for r in recs if k in r), 2)
+        for k in ("peak_memory_active", "peak_memory_alloc", "peak_memory_reserved") if any(k in r for r in recs)}
+ref_tps, ref_mem = 4699.0, 30.3
+res = {
+    "benchmark": "gpu_train", "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (SMOKE)", "model": "Llama-3-8B-shaped random, bf16",
+    "steps_logged": len(recs), "seq_len": seq, "batch_size": batch, "packed": True, "compile": comp,
+    "activation_checkpointing": not smoke, "tokens_per_second": round(tps, 1),
+    "tokens_per_second_median_step": round(statistics.median(r["tokens_per_second"] for r in warm), 1) if warm else None,
+    "peak_memory_gib": peak, "train_wall_seconds": round(wall, 1), "script_seconds": round(time.time() - t0, 1),
+    "tune_exit_code": rc,
+    "reference": {"tokens_per_second": ref_tps, "peak_memory_gib": ref_mem, "hardware": "1x A6000",
+                  "model": "Llama 3.1 8B LoRA", "source": "torchtune 0.6.1 README, Memory and training speed"},
+    "tokens_per_second_vs_reference": round(tps / ref_tps, 2) if warm else None,
+}
+print(json.dumps(res))
+EOF

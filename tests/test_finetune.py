@@ -1,0 +1,339 @@
+"""finetune stages without training: params, command building (1 GPU, 4 GPUs, 2x8 nodes), effective config and
+hash, bad-input checks, the instruct mix, the DVCLive logger and the metrics summary."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from finetune_helpers import REPO, fake_model_dir, write_kowiki, write_lima_ko
+from koblla.errors import InputError, ParamsError
+from koblla.finetune import checks, command
+from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams
+from koblla.params import validate_section
+
+BASE_CFG = REPO / "configs" / "finetune_base.yaml"
+INSTRUCT_CFG = REPO / "configs" / "finetune_instruct.yaml"
+
+
+# ---- params ----------------------------------------------------------------------------------------------------
+def test_repo_params_validate():
+    from koblla.params import load_section
+
+    assert isinstance(load_section("finetune_base", REPO / "params.yaml"), FinetuneBaseParams)
+    assert isinstance(load_section("finetune_instruct", REPO / "params.yaml"), FinetuneInstructParams)
+
+
+@pytest.mark.parametrize("section,raw,needle", [
+    ("finetune_base", {"nproc_per_node": 2}, "device: cuda"),
+    ("finetune_base", {"device": "cuda", "nnodes": 2}, "rdzv_endpoint"),
+    ("finetune_base", {"device": "cuda", "nnodes": 2, "rdzv_endpoint": "h:1", "node_rank": 2}, "node_rank"),
+    ("finetune_base", {"lora_rank": 8, "typo_key": 1}, "unknown key"),
+    ("finetune_instruct", {"datasets": {"kolima": 1.0, "nope": 1.0}}, "unknown set"),
+    ("finetune_instruct", {"datasets": {"kolima": 0.0}}, "nothing to train"),
+    ("finetune_instruct", {"system_prompt": "a=b"}, "'='"),
+])
+def test_bad_params_are_rejected(section, raw, needle):
+    with pytest.raises(ParamsError, match=needle):
+        validate_section(section, raw)
+
+
+# ---- command building -----------------------------------------------------------------------------------------
+def _cmd(tmp_path, **kw):
+    p = FinetuneBaseParams(**kw)
+    model = fake_model_dir(tmp_path / "model")
+    ov = command.base_overrides(p, model, tmp_path / "data", seed=1)
+    return p, command.build_command(p, "finetune_base", BASE_CFG, ov), ov
+
+
+def test_one_device_uses_single_device_recipe(tmp_path):
+    _, cmd, ov = _cmd(tmp_path)
+    assert Path(cmd[0]).name == "tune" and cmd[1] == "run"
+    assert cmd[2:5] == ["lora_finetune_single_device", "--config", str(BASE_CFG)]
+    assert "device=cpu" in ov and "dtype=fp32" in ov and "optimizer.fused=False" in ov
+    assert "model.num_layers=2" in ov and "model.embed_dim=64" in ov  # shape from config.json
+    assert "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]" in ov
+
+
+def test_four_gpus_use_torchrun_distributed_recipe(tmp_path):
+    _, cmd, ov = _cmd(tmp_path, device="cuda", dtype="bf16", nproc_per_node=4, compile=True,
+                      activation_checkpointing=True)
+    assert cmd[2:6] == ["--nproc_per_node", "4", "lora_finetune_distributed", "--config"]
+    assert "--nnodes" not in cmd
+    assert {"device=cuda", "dtype=bf16", "compile=True", "enable_activation_checkpointing=True",
+            "optimizer.fused=True", "log_peak_memory_stats=True"} <= set(ov)
+
+
+def test_two_nodes_of_eight(tmp_path):
+    _, cmd, _ = _cmd(tmp_path, device="cuda", dtype="bf16", nproc_per_node=8, nnodes=2, node_rank=1,
+                     rdzv_endpoint="10.0.0.1:29500")
+    i = cmd.index("lora_finetune_distributed")
+    launcher = cmd[2:i]
+    assert launcher == ["--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1", "--rdzv_backend", "c10d",
+                        "--rdzv_endpoint", "10.0.0.1:29500", "--rdzv_id", "koblla-finetune_base"]
+    # torchtune's own CLI parser accepts the whole command as a distributed run.
+    from torchtune._cli.tune import TuneCLIParser
+
+    args = TuneCLIParser()._parser.parse_args(cmd[1:])
+    assert args.nproc_per_node == "8" and args.nnodes == "2" and args.node_rank == 1
+    assert args.rdzv_endpoint == "10.0.0.1:29500" and args.recipe == "lora_finetune_distributed"
+    assert args.recipe_args[:2] == ["--config", str(BASE_CFG)]
+
+
+def test_effective_config_carries_params(tmp_path):
+    p, _, ov = _cmd(tmp_path, lora_rank=32, lora_alpha=64, use_dora=True, lora_attn_modules=["q_proj", "v_proj"],
+                    max_steps_per_epoch=None, tune_overrides=["optimizer.betas=[0.9,0.95]"])
+    cfg = command.effective_config(BASE_CFG, ov)
+    assert cfg.model.lora_rank == 32 and cfg.model.lora_alpha == 64 and cfg.model.use_dora is True
+    assert list(cfg.model.lora_attn_modules) == ["q_proj", "v_proj"]
+    assert cfg.max_steps_per_epoch is None and list(cfg.optimizer.betas) == [0.9, 0.95]
+    assert cfg.dataset.data_files == str(tmp_path / "data" / "train.csv") and cfg.dataset.packed is True
+    assert cfg.tokenizer.max_seq_len == p.max_seq_len
+
+
+def test_instruct_mix_and_system_prompt_survive_the_cli(tmp_path):
+    p = FinetuneInstructParams(datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0},
+                               system_prompt='당신은 "친절한" 도우미입니다: 한국어로 답하세요.')
+    model = fake_model_dir(tmp_path / "model")
+    cfg = command.effective_config(INSTRUCT_CFG, command.instruct_overrides(p, model, tmp_path / "lima", seed=3))
+    assert dict(cfg.dataset.weights) == {"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0.0}
+    assert cfg.dataset.new_system_prompt == p.system_prompt
+    assert cfg.dataset.train_on_input is False and cfg.dataset.seed == 3
+    cfg2 = command.effective_config(INSTRUCT_CFG, command.instruct_overrides(
+        FinetuneInstructParams(), model, tmp_path / "lima", seed=3))
+    assert cfg2.dataset.new_system_prompt is None
+
+
+def test_effective_config_matches_torchtunes_own_merge(tmp_path):
+    from torchtune.config._parse import TuneRecipeArgumentParser
+    from torchtune.config._utils import _merge_yaml_and_cli_args
+
+    model = fake_model_dir(tmp_path / "model")
+    p = FinetuneInstructParams(datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0},
+                               system_prompt="답: 한국어로", tune_overrides=["~profiler.enabled",
+                                                                    "loss=torchtune.modules.loss.CEWithChunkedOutputLoss"])
+    ov = command.instruct_overrides(p, model, tmp_path / "lima", seed=3) + ["output_dir=/x", "max_steps_per_epoch=None"]
+    yaml_args, cli_args = TuneRecipeArgumentParser(description="t").parse_known_args(["--config", str(INSTRUCT_CFG), *ov])
+    theirs = _merge_yaml_and_cli_args(yaml_args, cli_args)
+    assert command.effective_config(INSTRUCT_CFG, ov) == theirs
+
+
+def test_config_hash_tracks_what_is_trained(tmp_path):
+    model = fake_model_dir(tmp_path / "model")
+
+    def h(extra=(), **kw):
+        ov = command.base_overrides(FinetuneBaseParams(**kw), model, tmp_path, seed=1) + list(extra)
+        return command.config_hash(command.effective_config(BASE_CFG, ov), [model])
+
+    assert h() == h(["output_dir=/elsewhere", "resume_from_checkpoint=True", "metric_logger.resume=True"])
+    assert h() != h(lr=1e-4)
+    before = h()
+    time.sleep(0.01)
+    (model / "config.json").write_text((model / "config.json").read_text() + " ")
+    assert h() != before  # a changed init checkpoint starts a fresh run
+
+
+def test_fmt_quotes_what_yaml_would_misread():
+    assert command.fmt("models/x") == "models/x"
+    assert command.fmt("a: b") == '"a: b"'
+    assert command.fmt(None) == "None" and command.fmt(True) == "True" and command.fmt([1, "q_proj"]) == "[1,q_proj]"
+    with pytest.raises(InputError, match="="):
+        command.fmt("x=y")
+
+
+# ---- bad input, before training --------------------------------------------------------------------------------
+def test_missing_init_checkpoint(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        checks.check_model(tmp_path / "nope", FinetuneBaseParams(), "models.base_dir")
+
+
+def test_seq_len_above_model_max(tmp_path):
+    model = fake_model_dir(tmp_path / "m", max_pos=128)
+    with pytest.raises(InputError, match="max_position_embeddings 128"):
+        checks.check_model(model, FinetuneBaseParams(max_seq_len=256), "models.base_dir")
+
+
+def test_tokenizer_model_vocab_mismatch(tmp_path):
+    model = fake_model_dir(tmp_path / "m", vocab_size=32000)  # Llama 3 specials sit at 128000+
+    with pytest.raises(InputError, match="vocab mismatch"):
+        checks.check_model(model, FinetuneBaseParams(), "models.base_dir")
+
+
+def test_missing_tokenizer(tmp_path):
+    model = fake_model_dir(tmp_path / "m", with_tokenizer=False)
+    with pytest.raises(InputError, match="tokenizer.model"):
+        checks.check_model(model, FinetuneBaseParams(), "models.base_dir")
+
+
+def test_empty_csv_after_filtering(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('id,revid,url,title,text\n1,1,u,t,""\n2,2,u,t,"   "\n', encoding="utf-8")
+    with pytest.raises(InputError, match="empty dataset after filtering"):
+        checks.check_text_csv(path, FinetuneBaseParams())
+    path.write_text("id,title\n1,t\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no 'text' column"):
+        checks.check_text_csv(path, FinetuneBaseParams())
+
+
+def test_csv_too_small_for_one_step(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("id,revid,url,title,text\n1,1,u,t,짧은 글\n", encoding="utf-8")
+    with pytest.raises(InputError, match="fewer than one optimizer step"):
+        checks.check_text_csv(path, FinetuneBaseParams())
+
+
+def test_chat_sets_empty_or_missing(tmp_path):
+    d = write_lima_ko(tmp_path / "lima")
+    assert checks.check_chat_sets(d, FinetuneInstructParams()) == {"kolima": 8, "bilima_en_ko": 8, "bilima_ko_en": 8}
+    for name in ("kolima", "bilima_en_ko", "bilima_ko_en"):  # no assistant answers anywhere
+        (d / f"{name}.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(InputError, match="empty dataset after filtering"):
+        checks.check_chat_sets(d, FinetuneInstructParams())
+    (d / "kolima.jsonl").unlink()
+    with pytest.raises(InputError, match="kolima.jsonl: missing"):
+        checks.check_chat_sets(d, FinetuneInstructParams())
+
+
+def test_stage_turns_bad_input_into_exit_code_2(tmp_path, capsys):
+    from finetune_helpers import write_params
+    from koblla.cli import run_stage
+    from stages.finetune_base import main
+
+    params = write_params(tmp_path / "params.yaml")
+    rc = run_stage(main, ["--params", str(params), "--model-dir", str(tmp_path / "missing"),
+                          "--data-dir", str(write_kowiki(tmp_path / "kowiki")), "--out", str(tmp_path / "o"),
+                          "--adapter-out", str(tmp_path / "a"), "--metrics", str(tmp_path / "m.json"),
+                          "--live-dir", str(tmp_path / "live"), "--scratch", str(tmp_path / "scratch")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_instruct_refuses_metas_instruct_weights(tmp_path, capsys):
+    from finetune_helpers import write_params
+    from koblla.cli import run_stage
+    from stages.finetune_instruct import main
+
+    inst = fake_model_dir(tmp_path / "Meta-Llama-3-8B-Instruct")
+    params = write_params(tmp_path / "params.yaml")
+    text = params.read_text() + f"models:\n  base_dir: x\n  instruct_dir: {inst}\n"
+    params.write_text(text)
+    rc = run_stage(main, ["--params", str(params), "--model-dir", str(inst), "--data-dir", str(tmp_path),
+                          "--out", str(tmp_path / "o"), "--adapter-out", str(tmp_path / "a"),
+                          "--metrics", str(tmp_path / "m.json"), "--live-dir", str(tmp_path / "l")])
+    assert rc == 2 and "chat_vector" in capsys.readouterr().err
+
+
+# ---- CPT data: whole documents, packed ---------------------------------------------------------------------
+def test_packed_text_keeps_long_documents_whole(tmp_path, tiny_tokenizer):
+    """torchtune's text_completion_dataset truncates each document to max_seq_len; ours packs all of it."""
+    from torchtune.datasets import text_completion_dataset
+
+    from koblla.finetune.data import packed_text_dataset
+
+    path = tmp_path / "train.csv"
+    docs = ["가" * 300, "short one", "나다" * 50]  # 900 + 9 + 300 bytes = byte-level tokens
+    path.write_text("id,text\n" + "".join(f'{i},"{d}"\n' for i, d in enumerate(docs)), encoding="utf-8")
+    kw = dict(source="csv", data_files=str(path), column="text", split="train", na_filter=False)
+    ds = packed_text_dataset(tiny_tokenizer, **kw)  # max_seq_len 256
+    total = sum(len(d.encode()) + 2 for d in docs)  # + BOS and EOS per document
+    real = sum(int((ds[i]["labels"] != -100).sum()) for i in range(len(ds)))
+    assert real == total and len(ds) == -(-total // 256)  # nothing lost, every pack but the last full
+    for i in range(len(ds)):
+        pos, lens = ds[i]["input_pos"], ds[i]["seq_lens"]
+        assert int(lens.sum()) == 256
+        start = 0
+        for n in lens.tolist():  # positions rise by one inside every segment (no wrap-around)
+            seg = pos[start:start + n]
+            assert (seg[1:] - seg[:-1] == 1).all()
+            start += n
+    stock = text_completion_dataset(tiny_tokenizer, packed=True, **kw)
+    assert sum(int((stock[i]["labels"] != -100).sum()) for i in range(len(stock))) < total  # truncates
+
+
+# ---- instruct mix --------------------------------------------------------------------------------------------
+def test_mix_indices_weights():
+    from koblla.finetune.data import mix_indices
+
+    pairs = mix_indices({"a": 10, "b": 10, "c": 4}, {"a": 2.0, "b": 0.5, "c": 1.0}, seed=0)
+    names = [n for n, _ in pairs]
+    assert names.count("a") == 20 and names.count("b") == 5 and names.count("c") == 4
+    assert len({j for n, j in pairs if n == "b"}) == 5  # a random half, no repeats
+    assert pairs == mix_indices({"a": 10, "b": 10, "c": 4}, {"a": 2.0, "b": 0.5, "c": 1.0}, seed=0)
+
+
+def test_lima_mix_masks_everything_but_assistant(tmp_path, tiny_tokenizer):
+    from koblla.finetune.data import lima_mix_dataset
+
+    d = write_lima_ko(tmp_path / "lima")
+    ds = lima_mix_dataset(tiny_tokenizer, data_dir=str(d), weights={"kolima": 1.0, "bilima_ko_en": 0.5},
+                          new_system_prompt="시스템 프롬프트")
+    assert len(ds) == 8 + 4
+    sample = ds[0]
+    tokens, labels = sample["tokens"], sample["labels"]
+    trained = tiny_tokenizer.decode([t for t, l in zip(tokens, labels) if l != -100])
+    assert "서울입니다" in trained and "수도는 어디" not in trained and "시스템" not in trained
+    assert "시스템 프롬프트" in tiny_tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+@pytest.fixture()
+def tiny_tokenizer(tmp_path):
+    from torchtune.models.llama3 import llama3_tokenizer
+
+    model = fake_model_dir(tmp_path / "tok")
+    return llama3_tokenizer(str(model / "original" / "tokenizer.model"), max_seq_len=256)
+
+
+# ---- DVCLive logger and metrics ------------------------------------------------------------------------------
+def _rows(tsv: Path) -> list[int]:
+    return [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
+
+
+def test_dvclive_logger_writes_curves_and_resumes(tmp_path):
+    from koblla.finetune.dvclive_logger import DVCLiveLogger, read_steps
+
+    live, marker = tmp_path / "live", tmp_path / "recipe_state.pt"
+    lg = DVCLiveLogger(str(live), checkpoint_marker=str(marker))
+    for s in (1, 2, 3):
+        lg.log_dict({"loss": 3.0 - s / 10, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0}, step=s)
+    marker.write_text("checkpoint after step 3")
+    time.sleep(0.05)
+    lg.log_dict({"loss": 2.0, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0}, step=4)  # lost with the crash
+    lg.close()
+    metrics = live / "plots" / "metrics"
+    assert {p.name for p in metrics.iterdir()} == {"loss.tsv", "lr.tsv", "tokens_per_second.tsv"}
+    assert _rows(metrics / "loss.tsv") == [1, 2, 3, 4]
+    # torchtune 0.6.1 restarts its step count at 1 after a resume: the logger continues at 4
+    os.utime(marker, (time.time() - 0.02, time.time() - 0.02))
+    lg2 = DVCLiveLogger(str(live), resume=True, checkpoint_marker=str(marker))
+    lg2.log_dict({"loss": 1.5, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0, "grad_norm": 0.5}, step=1)
+    lg2.close()
+    assert _rows(metrics / "loss.tsv") == [1, 2, 3, 4]
+    assert [r["step"] for r in read_steps(live)] == [1, 2, 3, 4]
+    assert read_steps(live)[-1]["loss"] == 1.5 and read_steps(live)[-1]["first_in_process"]
+    assert json.loads((live / "metrics.json").read_text())["step"] == 4
+
+
+def test_summarize_counts_tokens_without_the_first_step():
+    from koblla.finetune.report import summarize
+
+    recs = [{"step": 1, "loss": 3.0, "tokens": 9999.0, "seconds": 50.0, "first_in_process": True},
+            {"step": 2, "loss": 2.5, "tokens": 100.0, "seconds": 1.0, "first_in_process": False},
+            {"step": 3, "loss": 2.0, "tokens": 300.0, "seconds": 1.0, "first_in_process": False}]
+    s = summarize(recs)
+    assert s["tokens_seen"] == 600 and s["tokens_per_second"] == 200.0 and s["final_loss"] == 2.0
+    assert s["steps"] == 3
+
+
+# ---- --help ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", ["finetune_base", "finetune_instruct"])
+def test_help_starts_with_the_command(stage):
+    out = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--help"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert f"python -m stages.{stage} --model-dir" in out.splitlines()[2] or \
+        f"python -m stages.{stage} --model-dir" in out
+    assert "--live-dir" in out and "--scratch" in out
