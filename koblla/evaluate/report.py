@@ -1,0 +1,224 @@
+"""The seed's results table from the five flat metrics files: models x tasks, averages, deltas, retention, chart.
+
+Reference models: Llama-3 for the base models, Llama-3-Inst. for the instruct models. A task's headline metric is
+`acc` (lm-eval's default for multiple choice) except where HEADLINE_METRIC says otherwise; English and Korean
+averages are plain means of the headline scores of the tasks of that language (koblla.evaluate.tasks.task_language).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from koblla.atomic import atomic_file
+from koblla.errors import InputError
+from koblla.evaluate.tasks import task_language
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # evaluate@<key>, metrics/eval/<key>.json
+    label: str  # the seed's name for it
+    kind: str
+    reference: str | None  # key of the model it is compared against
+
+
+MODELS = [
+    ModelSpec("llama3", "Llama-3", "base", None),
+    ModelSpec("koblla", "KoBLLa", "base", "llama3"),
+    ModelSpec("llama3_inst", "Llama-3-Inst.", "instruct", None),
+    ModelSpec("koblla_chatvec", "KoBLLa + ChatVec.", "instruct", "llama3_inst"),
+    ModelSpec("koblla_inst", "KoBLLa-Inst.", "instruct", "llama3_inst"),
+]
+LABELS = {m.key: m.label for m in MODELS}
+# HellaSwag-style tasks are scored length-normalised in the literature (and in the Open LLM Leaderboard).
+HEADLINE_METRIC = {"kobest_hellaswag": "acc_norm", "haerae": "acc_norm", "hellaswag": "acc_norm"}
+
+
+def headline_metric(task: str) -> str:
+    return HEADLINE_METRIC.get(task.removesuffix("_local"), "acc")
+
+
+def read_scores(metrics_dir: str | Path) -> dict[str, dict[str, float]]:
+    """{model key: flat metrics} for the five models; a missing or malformed file is an error naming it."""
+    out = {}
+    for m in MODELS:
+        path = Path(metrics_dir) / f"{m.key}.json"
+        if not path.is_file():
+            raise InputError(f"{path}: missing; run `dvc repro evaluate@{m.key}` first")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+            raise InputError(f"{path}: expected a flat JSON object of numbers (written by stages.evaluate)")
+        out[m.key] = data
+    return out
+
+
+def task_names(scores: dict[str, dict[str, float]]) -> list[str]:
+    """Tasks with a headline score in any file: English first, then Korean, each by name."""
+    tasks = set()
+    for flat in scores.values():
+        for key in flat:
+            task, _, metric = key.partition("/")
+            if task != "generations" and metric == headline_metric(task):
+                tasks.add(task)
+    return sorted(tasks, key=lambda t: (task_language(t) != "en", t))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(scores: dict[str, dict[str, float]]) -> dict:
+    """Per model: headline score per task, stderr, version, English and Korean averages, deltas vs reference."""
+    tasks = task_names(scores)
+    rows = {}
+    for m in MODELS:
+        flat = scores[m.key]
+        per_task = {t: flat.get(f"{t}/{headline_metric(t)}") for t in tasks}
+        rows[m.key] = {
+            "scores": per_task,
+            "stderr": {t: flat.get(f"{t}/{headline_metric(t)}_stderr") for t in tasks},
+            "version": {t: flat.get(f"{t}/version") for t in tasks},
+            "en": _mean([v for t, v in per_task.items() if v is not None and task_language(t) == "en"]),
+            "ko": _mean([v for t, v in per_task.items() if v is not None and task_language(t) == "ko"]),
+        }
+    for m in MODELS:
+        row, ref = rows[m.key], rows.get(m.reference) if m.reference else None
+        row["delta"] = {
+            lang: (row[lang] - ref[lang]) if ref and row[lang] is not None and ref[lang] is not None else None
+            for lang in ("en", "ko")
+        }
+        row["task_delta"] = {
+            t: (v - ref["scores"][t]) if ref and v is not None and ref["scores"][t] is not None else None
+            for t, v in row["scores"].items()
+        }
+    return {"tasks": tasks, "rows": rows}
+
+
+def _f(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "—"
+    return f"{v:+.4f}" if signed else f"{v:.4f}"
+
+
+def _versions(summary: dict, task: str) -> str:
+    vs = sorted({v for r in summary["rows"].values() if (v := r["version"][task]) is not None})
+    return ", ".join(f"v{v}" for v in vs) if vs else "v?"
+
+
+def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
+    tasks, rows = summary["tasks"], summary["rows"]
+    out = io.StringIO()
+    w = out.write
+    w("# KoBLLa evaluation\n\n")
+    w("Generated by `python -m stages.report` from `metrics/eval/*.json` (lm-eval; params.yaml `evaluate`). "
+      "Each column shows the task's headline metric; the task's `metadata.version` is beside its name. "
+      "Δ is against the reference model: Llama-3 for base models, Llama-3-Inst. for instruct models.\n\n")
+    head = ["Model"] + [f"{t} ({headline_metric(t)}, {_versions(summary, t)}, {task_language(t)})" for t in tasks]
+    head += ["English avg", "Korean avg", "Δ English", "Δ Korean"]
+    w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    for m in MODELS:
+        r = rows[m.key]
+        cells = [m.label]
+        for t in tasks:
+            v, se = r["scores"][t], r["stderr"][t]
+            cells.append(_f(v) + (f" ± {se:.3f}" if v is not None and se is not None else ""))
+        ref = m.reference is not None
+        cells += [_f(r["en"]), _f(r["ko"]),
+                  _f(r["delta"]["en"], True) if ref else "(ref)", _f(r["delta"]["ko"], True) if ref else "(ref)"]
+        w("| " + " | ".join(cells) + " |\n")
+
+    w("\n## Retention at a glance\n\n")
+    w("For each Korean-trained model: did Korean improve, and did English survive, against its reference?\n\n")
+    for m in MODELS:
+        if m.reference is None:
+            continue
+        r, ref = rows[m.key], rows[m.reference]
+        en, ko = r["delta"]["en"], r["delta"]["ko"]
+        kept = f" ({100 * r['en'] / ref['en']:.1f} % of the reference's English score)" if en is not None and ref["en"] else ""
+        w(f"- **{m.label}** vs {LABELS[m.reference]}: English Δ {_f(en, True)}{kept}; Korean Δ {_f(ko, True)}.\n")
+
+    w("\n## Δ per task\n\n")
+    head = ["Model (vs reference)"] + tasks
+    w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    for m in MODELS:
+        if m.reference is None:
+            continue
+        w("| " + " | ".join([f"{m.label} (vs {LABELS[m.reference]})"]
+                            + [_f(rows[m.key]["task_delta"][t], True) for t in tasks]) + " |\n")
+
+    w("\n## Sample generations\n\n")
+    w("Greedy answers to the fixed prompt set (params `evaluate.generation.prompts`), in "
+      "`reports/generations/<model>.jsonl`. Korean prompts expect 존댓말 answers, 반말 questions included.\n\n")
+    w("| Model | answers | Korean answers | register judged | in expected register |\n|---|---|---|---|---|\n")
+    for m in MODELS:
+        g = scores[m.key]
+        cells = [g.get(f"generations/{k}") for k in ("n", "ko_n", "ko_register_judged", "ko_register_ok")]
+        w(f"| {m.label} | " + " | ".join("—" if c is None else str(int(c)) for c in cells) + " |\n")
+    return out.getvalue()
+
+
+def plot_rows(summary: dict) -> list[dict]:
+    """Long-format rows for the DVC bar plot: one per model x (task | average)."""
+    out = []
+    for m in MODELS:
+        r = summary["rows"][m.key]
+        for name, value in [*r["scores"].items(), ("English avg", r["en"]), ("Korean avg", r["ko"])]:
+            if value is not None:
+                out.append({"series": f"{m.label} | {name}", "model": m.label, "task": name, "score": round(value, 6)})
+    return out
+
+
+def render_chart(summary: dict, path: str | Path) -> None:
+    """Grouped bar chart (PNG): one group per task and per language average, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = summary["tasks"] + ["English avg", "Korean avg"]
+    n = len(MODELS)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 4.2), dpi=120)
+    for i, m in enumerate(MODELS):
+        r = summary["rows"][m.key]
+        vals = [r["scores"].get(g) if g in r["scores"] else r["en" if g == "English avg" else "ko"] for g in groups]
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(groups))]
+        ax.bar(xs, [v if v is not None else 0.0 for v in vals], width, label=m.label)
+    ax.set_xticks(range(len(groups)), [g.replace("_", "_\u200b") for g in groups], fontsize=8)
+    ax.set_ylabel("score (headline metric)")
+    ax.set_ylim(0, 1)
+    ax.set_title("KoBLLa: English retention and Korean gains")
+    ax.legend(fontsize=7, ncols=min(n, 3))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def write_report(metrics_dir: str | Path, out_md: str | Path, out_png: str | Path,
+                 out_plot_data: str | Path | None = None) -> dict:
+    scores = read_scores(metrics_dir)
+    summary = summarize(scores)
+    if not summary["tasks"]:
+        raise InputError(f"{metrics_dir}: no task scores found in the metrics files")
+    with atomic_file(out_md) as f:
+        f.write(render_markdown(summary, scores))
+    render_chart(summary, out_png)
+    if out_plot_data is not None:
+        rows = plot_rows(summary)
+        with atomic_file(out_plot_data) as f:
+            wr = csv.DictWriter(f, fieldnames=["series", "model", "task", "score"], lineterminator="\n")
+            wr.writeheader()
+            wr.writerows(rows)
+    return summary
