@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
+from params_helpers import params_with
 from koblla.errors import InputError, ParamsError
 from koblla.evaluate.params import EvaluateParams
 from koblla.evaluate.samples import SCHEMAS, validate_sample_file
@@ -38,12 +39,8 @@ def test_params_yaml_section_is_valid():
     ({"taks": ["x"]}, "taks"),
 ])
 def test_params_rejects_bad_values(tmp_path, bad, word):
-    data = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    data["evaluate"].update(bad)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ParamsError, match=word):
-        load_section("evaluate", path)
+        load_section("evaluate", params_with(tmp_path, "evaluate", **bad))
 
 
 def test_dvc_yaml_lists_every_scoring_param():
@@ -250,12 +247,6 @@ def _stage(args, cwd=REPO_ROOT, timeout=120):
                           text=True, timeout=timeout)
 
 
-def _params_with(tmp_path, **evaluate) -> Path:
-    data = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    data["evaluate"].update(evaluate)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
 
 
 def _outs(tmp_path):
@@ -271,7 +262,7 @@ def test_stage_missing_model_dir(tmp_path):
 @pytest.mark.slow  # an unknown name makes lm-eval index its ~15k built-in configs (~15 s) before failing
 def test_stage_unknown_task_fails_before_loading(tmp_path):
     model = _fake_model_dir(tmp_path)  # no real weights: reaching the load would fail differently
-    params = _params_with(tmp_path, tasks=["truthfulqa_mc2_local", "kobest_copy_local"])
+    params = params_with(tmp_path, "evaluate", tasks=["truthfulqa_mc2_local", "kobest_copy_local"])
     out = _stage(["--params", str(params), "--name", "x", "--model-dir", str(model), "--kind", "base",
                   *_outs(tmp_path)])
     assert out.returncode == 2 and "unknown lm-eval task" in out.stderr and "kobest_copa_local" in out.stderr
@@ -284,7 +275,7 @@ def test_stage_bad_sample_file_fails_before_loading(tmp_path):
     bad = work / "evals/data/kobest_copa_sample.jsonl"
     bad.write_text(bad.read_text(encoding="utf-8").replace('"premise"', '"sentence"', 1), encoding="utf-8")
     model = _fake_model_dir(tmp_path)
-    out = _stage(["--params", str(_params_with(tmp_path)), "--name", "x", "--model-dir", str(model),
+    out = _stage(["--params", str(params_with(tmp_path, "evaluate")), "--name", "x", "--model-dir", str(model),
                   "--kind", "base", "--evals-dir", "evals", *_outs(tmp_path)], cwd=work)
     assert out.returncode == 2, out.stderr
     assert "kobest_copa_sample.jsonl:1" in out.stderr and "premise" in out.stderr

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO_ROOT
+from params_helpers import params_with
 
 EVALS = REPO_ROOT / "evals"
 
@@ -94,12 +94,6 @@ def test_local_truthfulqa_mc2_scores_exactly_as_builtin(tiny_base, monkeypatch):
     assert 0.05 < acc_o < 0.95, "a random model should not score near 0 or 1 on the sample"
 
 
-def _params(tmp_path, **evaluate) -> Path:
-    data = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    data["evaluate"].update(evaluate)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
 
 
 def _evaluate(tmp_path, name, model_dir, kind, params):
@@ -116,7 +110,7 @@ def _evaluate(tmp_path, name, model_dir, kind, params):
 @pytest.mark.slow
 def test_evaluate_and_report_stages_on_tiny_models(tiny_checkpoints, tmp_path):
     base, instruct = tiny_checkpoints
-    params = _params(tmp_path, tasks=["truthfulqa_mc2_local", "kobest_copa_local", "kobest_boolq_local"], limit=3,
+    params = params_with(tmp_path, "evaluate", tasks=["truthfulqa_mc2_local", "kobest_copa_local", "kobest_boolq_local"], limit=3,
                      generation={"prompts": "evals/prompts/v1.jsonl", "max_new_tokens": 6, "limit": 3})
     out = _evaluate(tmp_path, "llama3_inst", instruct, "instruct", params)
     assert "llama3_inst:" in out.stdout
