@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 
+import psutil
 import pytest
 import yaml
 
@@ -17,7 +18,7 @@ from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.params import TranslateParams
 from koblla.translate.ratelimit import TokenBucket
-from translate_server import FakeLLMServer, always, sequence
+from translate_server import FakeLLMServer, always, sequence, sequence_for_first
 
 SECRET = "sk-koblla-test-9f8e7d6c5b4a"
 N_CHUNKS = 36  # unique turns in the shipped sample
@@ -69,9 +70,12 @@ def test_transport_faults_are_retried_and_retry_after_is_honoured(tmp_path):
 
 
 def test_bad_outputs_are_retranslated(tmp_path):
-    plan = sequence("empty", "english", "wrong_register", "placeholders")
+    # Every bad output goes to the same chunk (the first one sent, long enough for the length checks), which
+    # needs 5 attempts.
+    plan = sequence_for_first("empty", "english", "wrong_register", "placeholders")
     with FakeLLMServer(plan=plan) as srv:
-        m = run_translate(make_params(srv, openai={"concurrency": 1}), tmp_path / "o", tmp_path / "tm", None)
+        params = make_params(srv, max_attempts=5, openai={"concurrency": 1})
+        m = run_translate(params, tmp_path / "o", tmp_path / "tm", None)
     assert m["items_written"] == 14 and m["flagged_chunks"] == 0
     rejected = m["rejected_attempts_by_reason"]
     assert rejected["empty"] == 1 and rejected["wrong_register"] == 1 and rejected["placeholders"] == 1
@@ -159,9 +163,13 @@ def test_kill9_then_rerun_translates_only_missing_and_key_never_leaks(repo_root,
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (not mem.exists() or mem.read_text().count("\n") < 8):
             time.sleep(0.05)
+        helpers = psutil.Process(proc.pid).children(recursive=True)  # the validator process
         os.kill(proc.pid, signal.SIGKILL)
         killed_logs = "".join(proc.communicate(timeout=60))
         before = mem.read_text().count("\n")
+        assert helpers, "validation runs in a worker process"
+        _, alive = psutil.wait_procs(helpers, timeout=10)
+        assert not alive, "the validator exits when the stage process is killed"
         assert 8 <= before < N_CHUNKS, "killed mid-run"
         srv.reset_counts()
         proc = _stage(repo_root, params, tmp_path, "-v")
@@ -179,6 +187,22 @@ def test_kill9_then_rerun_translates_only_missing_and_key_never_leaks(repo_root,
         if f.is_file():
             assert SECRET not in f.read_text(encoding="utf-8", errors="replace"), f
     assert SECRET not in out + err + killed_logs
+
+
+def test_validator_process_death_is_a_clear_error_and_the_next_run_recovers(tmp_path):
+    def kill_validator_then_ok(n, body):
+        if n == 1:  # the validator: the spawned worker (not multiprocessing's resource tracker)
+            for child in psutil.Process().children():
+                if "spawn_main" in " ".join(child.cmdline()):
+                    child.kill()
+                    child.wait(10)
+        return "ok"
+
+    with FakeLLMServer(plan=kill_validator_then_ok) as srv:
+        with pytest.raises(KoBLLaError, match="validator process died.*rerun the stage"):
+            run_translate(make_params(srv, limit=2), tmp_path / "o", tmp_path / "tm", None)
+        m = run_translate(make_params(srv, limit=2), tmp_path / "o", tmp_path / "tm", None)
+    assert m["items_written"] == 2 and m["flagged_chunks"] == 0
 
 
 def test_long_messages_are_split_translated_and_rejoined(tmp_path):

@@ -89,6 +89,23 @@ def sequence(*modes: str, then: str = "ok") -> Plan:
     return plan
 
 
+def sequence_for_first(*modes: str, then: str = "ok") -> Plan:
+    """Modes for the requests that carry the FIRST request's user message (its retries), then `then`; other
+    messages get `then`. Unlike `sequence`, it does not depend on which chunk wins a free slot."""
+    lock = threading.Lock()
+    it = iter(modes)
+    first: list[str] = []
+
+    def plan(n, body):
+        user = next((m.get("content") for m in body.get("messages", []) if m.get("role") == "user"), "")
+        with lock:
+            if not first:
+                first.append(user)
+            return next(it, then) if user == first[0] else then
+
+    return plan
+
+
 def random_faults(probs: dict[str, float], seed: int = 0) -> Plan:
     rng, lock = random.Random(seed), threading.Lock()
 

@@ -17,11 +17,14 @@ import asyncio
 import email.utils
 import json
 import logging
+import multiprocessing
 import os
 import random
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import httpx
 from tqdm import tqdm
@@ -72,6 +75,48 @@ def read_api_key(env_name: str) -> str:
     return key
 
 
+# Validation runs in a worker process: kiwipiepy holds the GIL while it analyses (about 1 ms a sentence, so 10+ ms
+# for a long answer), which from a thread stalls the event loop and leaves slots idle between one response and the
+# next request. One worker per Python process, started on first use and kept (loading its analyser takes
+# seconds), so later runs in the same process (tests, notebooks) do not pay for it again.
+_validator: ProcessPoolExecutor | None = None
+_validator_lock = threading.Lock()
+
+
+def validator_pool() -> ProcessPoolExecutor:
+    global _validator
+    with _validator_lock:
+        if _validator is None:
+            # "spawn": a fork of this process could inherit locks held by its other threads.
+            _validator = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_validator_init, initargs=(os.getpid(),))
+        return _validator
+
+
+def _drop_validator_pool(pool: ProcessPoolExecutor) -> None:
+    global _validator
+    with _validator_lock:
+        if _validator is pool:
+            _validator = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _validator_init(parent_pid: int) -> None:
+    """In the validator process: load the analyser, and exit when the stage process is gone (even kill -9)."""
+    kiwi()
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
+def _validator_ready() -> bool:
+    return True
+
+
 class OpenAIBackend(Backend):
     name = "openai"
 
@@ -85,12 +130,16 @@ class OpenAIBackend(Backend):
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
     def run(self, jobs, accept):
-        kiwi()  # load the analyser (seconds) before any request is in flight
-        # Validation (kiwipiepy, ~ms per chunk) runs on one worker thread so the event loop keeps serving
-        # responses; one thread because a Kiwi instance is not shared across threads here.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate") as pool:
-            self._pool = pool
+        self._pool = pool = validator_pool()
+        try:
+            ready = pool.submit(_validator_ready)  # starts the worker (its analyser loads in seconds) ...
+            kiwi()  # ... while this process loads its own, for the register metrics after the run
+            ready.result()
             return asyncio.run(self._run_all(jobs, accept))
+        except BrokenProcessPool as e:
+            _drop_validator_pool(pool)
+            raise BackendError(f"the translation validator process died ({e}); rerun the stage: finished "
+                               "translations are in the translation memory and will not be requested again") from None
 
     async def _run_all(self, jobs: list[Job], accept) -> dict[str, list[str]]:
         c = self.cfg
