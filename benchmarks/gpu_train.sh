@@ -63,16 +63,9 @@ if not (ckpt / "model.safetensors.index.json").is_file():
     # Meta-Llama-3-8B's shapes (8.03 B parameters); SMOKE: the tiny test shape.
     V, H, I, L, NH, KV = (128256, 64, 224, 2, 4, 2) if smoke else (128256, 4096, 14336, 32, 32, 8)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    kv = H // NH * KV
-    shapes = {"model.embed_tokens.weight": (V, H)}
-    for l in range(L):
-        p = f"model.layers.{l}."
-        shapes.update({p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (kv, H),
-                       p + "self_attn.v_proj.weight": (kv, H), p + "self_attn.o_proj.weight": (H, H),
-                       p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
-                       p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
-                       p + "post_attention_layernorm.weight": (H,)})
-    shapes.update({"model.norm.weight": (H,), "lm_head.weight": (V, H)})
+    sys.path.insert(0, "tests")  # the HF Llama name -> shape table the chat_vector tests use
+    from chat_vector_helpers import shapes as llama_shapes
+    shapes = llama_shapes(vocab=V, hidden=H, ffn=I, layers=L, heads=NH, kv_heads=KV)
     plan, size, limit = [[]], 0, 5 * 2**30                      # ~5 GB shards, like Meta's 4 files
     for k, s in shapes.items():
         n = 2 * (s[0] * (s[1] if len(s) > 1 else 1))

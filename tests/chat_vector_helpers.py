@@ -11,17 +11,19 @@ VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 128256, 16, 2, 4, 2, 24
 SPECIAL = [128006, 128007, 128009]
 
 
-def shapes() -> dict[str, tuple[int, ...]]:
-    kv = HIDDEN // HEADS * KV_HEADS
-    s = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
-    for i in range(LAYERS):
+def shapes(vocab: int = VOCAB, hidden: int = HIDDEN, ffn: int = FFN, layers: int = LAYERS, heads: int = HEADS,
+           kv_heads: int = KV_HEADS) -> dict[str, tuple[int, ...]]:
+    """HF Llama tensor names -> shapes (untied lm_head). Also used by benchmarks/gpu_train.sh for the 8B shape."""
+    kv = hidden // heads * kv_heads
+    s = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
         p = f"model.layers.{i}."
-        s.update({p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN), p + "self_attn.k_proj.weight": (kv, HIDDEN),
-                  p + "self_attn.v_proj.weight": (kv, HIDDEN), p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-                  p + "mlp.gate_proj.weight": (FFN, HIDDEN), p + "mlp.up_proj.weight": (FFN, HIDDEN),
-                  p + "mlp.down_proj.weight": (HIDDEN, FFN), p + "input_layernorm.weight": (HIDDEN,),
-                  p + "post_attention_layernorm.weight": (HIDDEN,)})
-    s.update({"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)})
+        s.update({p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv, hidden),
+                  p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+                  p + "mlp.gate_proj.weight": (ffn, hidden), p + "mlp.up_proj.weight": (ffn, hidden),
+                  p + "mlp.down_proj.weight": (hidden, ffn), p + "input_layernorm.weight": (hidden,),
+                  p + "post_attention_layernorm.weight": (hidden,)})
+    s.update({"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)})
     return s
 
 
