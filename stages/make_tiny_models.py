@@ -11,7 +11,12 @@ Meta's downloads (docs/tiny_models.md).
 """
 from __future__ import annotations
 
+import os
 import sys
+
+# MKL may choose its summation path by buffer alignment, which changes last bits between runs; STRICT pins it (same
+# speed and bytes here). It must be set before torch loads MKL, i.e. before koblla.tiny is imported below.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 from koblla.cli import make_parser, run_stage, setup_logging
 from koblla.params import load_section

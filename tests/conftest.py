@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,13 +30,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def build_tiny_in_subprocess(root: Path, seed: int = 42) -> tuple[Path, Path]:
+    """Run the make_tiny_models stage as `dvc repro` does (a fresh process, default tiny_models params), so the
+    checkpoints never depend on what earlier tests left in this process's torch/BLAS state."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = root / "params.yaml"
+    params.write_text(f"common:\n  seed: {seed}\ntiny_models: {{}}\n", encoding="utf-8")
+    base, instruct = root / "Meta-Llama-3-8B", root / "Meta-Llama-3-8B-Instruct"
+    cmd = [sys.executable, "-m", "stages.make_tiny_models", "--params", str(params),
+           "--base-out", str(base), "--instruct-out", str(instruct)]
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, f"make_tiny_models failed:\n{r.stdout}\n{r.stderr}"
+    return base, instruct
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     """(base_dir, instruct_dir): tiny Llama-3 checkpoints in the exact `tune download` layout, built once per session."""
-    from koblla.tiny import make_tiny_checkpoints
-    from koblla.tiny.params import TinyModelsParams
-
-    root = tmp_path_factory.mktemp("tiny_models")
-    base, instruct = root / "Meta-Llama-3-8B", root / "Meta-Llama-3-8B-Instruct"
-    make_tiny_checkpoints(base, instruct, TinyModelsParams(), seed=42)
-    return base, instruct
+    return build_tiny_in_subprocess(tmp_path_factory.mktemp("tiny_models"))
