@@ -126,16 +126,43 @@ def test_effective_config_matches_torchtunes_own_merge(tmp_path):
 def test_config_hash_tracks_what_is_trained(tmp_path):
     model = fake_model_dir(tmp_path / "model")
 
-    def h(extra=(), **kw):
+    def cfg(extra=(), **kw):
         ov = command.base_overrides(FinetuneBaseParams(**kw), model, tmp_path, seed=1) + list(extra)
-        return command.config_hash(command.effective_config(BASE_CFG, ov), [model])
+        return command.effective_config(BASE_CFG, ov)
 
-    assert h() == h(["output_dir=/elsewhere", "resume_from_checkpoint=True", "metric_logger.resume=True"])
-    assert h() != h(lr=1e-4)
-    before = h()
+    def key(*a, **kw):
+        return command.run_key(cfg(*a, **kw), [model])
+
+    volatile = ["output_dir=/elsewhere", "resume_from_checkpoint=True", "metric_logger.resume=True"]
+    assert key() == key(volatile) and command.config_hash(cfg()) == command.config_hash(cfg(volatile))
+    assert key() != key(lr=1e-4) and command.config_hash(cfg()) != command.config_hash(cfg(lr=1e-4))
+    before, before_hash = key(), command.config_hash(cfg())
     time.sleep(0.01)
     (model / "config.json").write_text((model / "config.json").read_text() + " ")
-    assert h() != before  # a changed init checkpoint starts a fresh run
+    assert key() != before  # a changed init checkpoint starts a fresh run
+    assert command.config_hash(cfg()) == before_hash  # the published hash names the config only
+
+
+def test_published_config_is_the_same_in_every_clone(tmp_path):
+    """Inputs with other mtimes (a fresh clone, a `dvc checkout`) get another scratch folder, but the same config
+    text and hash are published, so bitwise-equal weights give an equal model folder and nothing downstream reruns."""
+    from koblla.finetune.runner import Job, plan
+
+    model = fake_model_dir(tmp_path / "model")
+    data = write_kowiki(tmp_path / "kowiki")
+    p = FinetuneBaseParams()
+    job = Job("finetune_base", p, BASE_CFG, model, command.base_overrides(p, model, data, seed=1), [data],
+              tmp_path / "out", tmp_path / "adapter", tmp_path / "live", scratch_root=tmp_path / "scratch")
+    first = plan(job)
+    for f in [*model.rglob("*"), *data.rglob("*")]:
+        if f.is_file():
+            os.utime(f, ns=(1, 1))
+    second = plan(job)
+    assert first.work != second.work
+    assert first.config_text == second.config_text and first.config_hash == second.config_hash
+    assert f"output_dir: {tmp_path / 'scratch' / 'finetune_base'}\n" in first.config_text
+    assert "resume_from_checkpoint: false" in first.config_text
+    assert str(first.work) in " ".join(first.cmd)  # the run itself still writes to its own folder
 
 
 def test_fmt_quotes_what_yaml_would_misread():

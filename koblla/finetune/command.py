@@ -199,8 +199,8 @@ def fingerprint(paths: Iterable[Path]) -> list[list]:
     return out
 
 
-def config_hash(cfg, inputs: Iterable[Path]) -> str:
-    """Hash of what a run trains: the effective config (minus where it writes) and its input files."""
+def _stable_config(cfg) -> dict:
+    """The effective config as a plain dict, minus where a run writes and whether it resumes."""
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(cfg, resolve=False)
@@ -210,5 +210,17 @@ def config_hash(cfg, inputs: Iterable[Path]) -> str:
         for k in parents:
             node = node.get(k, {})
         node.pop(last, None)
-    blob = json.dumps({"config": data, "inputs": fingerprint(inputs)}, sort_keys=True, default=str)
+    return data
+
+
+def config_hash(cfg) -> str:
+    """Hash of what a run trains, from the config alone: the same on every machine and clone (it goes into metrics)."""
+    blob = json.dumps(_stable_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_key(cfg, inputs: Iterable[Path]) -> str:
+    """Name of a run's scratch folder: the config plus its input files by size and mtime, so that a changed input
+    starts a fresh run while a rerun of the same job resumes. Local to this checkout (mtimes), never published."""
+    blob = json.dumps({"config": _stable_config(cfg), "inputs": fingerprint(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,6 +1,6 @@
 """Run one finetune stage: plan the `tune run` command, resume or start it in scratch, publish the outputs.
 
-Working state lives in `scratch/<stage>/<hash of the effective config and inputs>/` (torchtune's output_dir:
+Working state lives in `scratch/<stage>/<command.run_key: the effective config and inputs>/` (torchtune's output_dir:
 epoch_N/, recipe_state/, dvclive/). A run killed mid-training (kill -9, a lost node) and started again with the
 same params finds the last finished epoch there and passes torchtune `resume_from_checkpoint=True`; changed params
 or inputs hash to a new folder and start fresh. Only a finished run is published (atomically) to the fixed paths.
@@ -54,7 +54,7 @@ class Plan:
     resume_epochs: int | None  # epochs already finished (resume), None = fresh start
     done: bool  # a finished run waits only to be published
     cmd: list[str]
-    config_text: str  # the effective config, as saved beside the model
+    config_text: str  # the effective config of a fresh run, as published beside the model
 
 
 def _epochs_finished(work: Path) -> int | None:
@@ -77,31 +77,36 @@ def _epochs_finished(work: Path) -> int | None:
     return epochs
 
 
+def _run_overrides(work: Path, resume: bool) -> list[str]:
+    return [
+        f"output_dir={work}",
+        f"resume_from_checkpoint={command.fmt(resume)}",
+        f"metric_logger.resume={command.fmt(resume)}",
+        f"metric_logger.checkpoint_marker={work / 'recipe_state' / 'recipe_state.pt'}",
+    ]
+
+
 def plan(job: Job) -> Plan:
     """Work dir, resume state and the exact command, without running anything."""
     p = job.params
     cfg = command.effective_config(job.config, job.overrides)
-    h = command.config_hash(cfg, [job.model_dir, *job.inputs])
-    work = job.scratch_root / job.stage / h
+    work = job.scratch_root / job.stage / command.run_key(cfg, [job.model_dir, *job.inputs])
     done = (work / DONE).is_file()
     resume = None if done else _epochs_finished(work)
     if not done and resume is None and work.exists():
         shutil.rmtree(work)  # leftovers of a run that died before its first checkpoint
-    marker = work / "recipe_state" / "recipe_state.pt"
-    run_overrides = [
-        f"output_dir={work}",
-        f"resume_from_checkpoint={command.fmt(resume is not None)}",
-        f"metric_logger.resume={command.fmt(resume is not None)}",
-        f"metric_logger.checkpoint_marker={marker}",
-    ]
-    overrides = job.overrides + run_overrides
+    overrides = job.overrides + _run_overrides(work, resume is not None)
     from omegaconf import OmegaConf
 
+    # What is published beside the model is the config of a fresh run in scratch/<stage>: the run-specific folder
+    # (named from input mtimes) and the resume flags would make the same weights publish differently per clone.
     by_hand = ["tune", *command.build_command(p, job.stage, f"configs/{job.config.name}", ["..."])[1:]]
     header = (f"# Effective torchtune config of KoBLLa stage {job.stage} (configs/{job.config.name} + params.yaml).\n"
               f"# Re-run by hand: {' '.join(by_hand)} (the overrides are the values below)\n")
-    text = header + OmegaConf.to_yaml(command.effective_config(job.config, overrides), resolve=True)
-    return Plan(work, h, resume, done, command.build_command(p, job.stage, job.config, overrides), text)
+    fresh = command.effective_config(job.config, job.overrides + _run_overrides(job.scratch_root / job.stage, False))
+    text = header + OmegaConf.to_yaml(fresh, resolve=True)
+    cmd = command.build_command(p, job.stage, job.config, overrides)
+    return Plan(work, command.config_hash(cfg), resume, done, cmd, text)
 
 
 def _die_with_parent() -> None:
