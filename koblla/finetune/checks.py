@@ -20,17 +20,17 @@ logger = logging.getLogger(__name__)
 
 def check_model(model_dir: Path, p: FinetuneParams, param: str) -> dict:
     """The init checkpoint exists, is a Llama 3 HF checkpoint, and fits max_seq_len and its tokenizer."""
-    from koblla.finetune.command import checkpoint_files, model_shape
+    from koblla.finetune.command import checkpoint_files, model_shape, read_model_config
 
     if not model_dir.is_dir():
         raise InputError(f"init checkpoint {str(model_dir)!r} does not exist ({param}); "
                          "build it first (dvc repro) or point the param at a `tune download` folder")
-    shape = model_shape(model_dir)
+    config = read_model_config(model_dir)
+    shape = model_shape(model_dir, config)
     files = checkpoint_files(model_dir)
     missing = [f for f in files if not (model_dir / f).is_file()]
     if missing:
         raise InputError(f"{model_dir}: shards listed in the index are missing: {missing}")
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     if config.get("rope_scaling"):
         raise InputError(f"{model_dir}/config.json has rope_scaling {config['rope_scaling']}: a Llama 3.1+ model; "
                          "these configs build Llama 3 (torchtune.models.llama3.lora_llama3)")

@@ -68,13 +68,19 @@ def build_command(p: FinetuneParams, stage: str, config: str | os.PathLike, over
     return [tune_executable(), "run", *launcher_args(p, stage), recipe_for(p), "--config", str(config), *overrides]
 
 
-def model_shape(model_dir: Path) -> dict[str, Any]:
-    """lora_llama3's architecture arguments, from the checkpoint's HF config.json."""
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """The checkpoint's HF config.json."""
     path = model_dir / "config.json"
     try:
-        c = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: cannot read the model config ({e}); is {model_dir} an HF-layout checkpoint?") from e
+
+
+def model_shape(model_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """lora_llama3's architecture arguments, from the checkpoint's HF config.json (or `config`, already read)."""
+    path = model_dir / "config.json"
+    c = read_model_config(model_dir) if config is None else config
     try:
         return {
             "vocab_size": c["vocab_size"],
