@@ -30,16 +30,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def run_make_tiny_models(params: Path, base: Path, instruct: Path,
+                         timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m stages.make_tiny_models` in a fresh process, as `dvc repro` runs it."""
+    cmd = [sys.executable, "-m", "stages.make_tiny_models", "--params", str(params),
+           "--base-out", str(base), "--instruct-out", str(instruct)]
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def build_tiny_in_subprocess(root: Path, seed: int = 42) -> tuple[Path, Path]:
-    """Run the make_tiny_models stage as `dvc repro` does (a fresh process, default tiny_models params), so the
-    checkpoints never depend on what earlier tests left in this process's torch/BLAS state."""
+    """The default tiny pair, built by the stage in its own process, so the checkpoints never depend on what
+    earlier tests left in this process's torch/BLAS state."""
     root.mkdir(parents=True, exist_ok=True)
     params = root / "params.yaml"
     params.write_text(f"common:\n  seed: {seed}\ntiny_models: {{}}\n", encoding="utf-8")
     base, instruct = root / "Meta-Llama-3-8B", root / "Meta-Llama-3-8B-Instruct"
-    cmd = [sys.executable, "-m", "stages.make_tiny_models", "--params", str(params),
-           "--base-out", str(base), "--instruct-out", str(instruct)]
-    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    r = run_make_tiny_models(params, base, instruct)
     assert r.returncode == 0, f"make_tiny_models failed:\n{r.stdout}\n{r.stderr}"
     return base, instruct
 

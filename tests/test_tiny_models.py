@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import build_tiny_in_subprocess
+from conftest import build_tiny_in_subprocess, run_make_tiny_models
 from koblla.tiny import build_base_model, build_tiny_checkpoints, read_corpus
 from koblla.tiny.params import TinyModelsParams
 from koblla.tiny.tokenizer import NUM_BASE_RANKS, PAD_PREFIX, llama3_special_tokens
@@ -324,17 +324,14 @@ def test_stage_help(repo_root):
 
 
 @pytest.mark.slow
-def test_stage_runs(repo_root, tmp_path):
+def test_stage_runs(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"common": {"seed": 3}, "tiny_models": {"instruct_steps": 2}}))
-    out = subprocess.run(
-        [sys.executable, "-m", "stages.make_tiny_models", "--params", str(params), "--base-out", str(tmp_path / "b"),
-         "--instruct-out", str(tmp_path / "i")], cwd=repo_root, capture_output=True, text=True, timeout=600)
+    out = run_make_tiny_models(params, tmp_path / "b", tmp_path / "i")
     assert out.returncode == 0, out.stderr
     assert "vocab size 128256" in out.stdout and "2 steps" in out.stdout
     assert (tmp_path / "i" / "tokenizer_config.json").is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"tiny_models": {"num_layerz": 2}}))
-    out = subprocess.run([sys.executable, "-m", "stages.make_tiny_models", "--params", str(bad), "--base-out", "x",
-                          "--instruct-out", "y"], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    out = run_make_tiny_models(bad, Path("x"), Path("y"), timeout=120)
     assert out.returncode == 2 and "num_layerz" in out.stderr
