@@ -1,13 +1,16 @@
 """Write outputs so a crash never leaves a half-written file where a later stage would take it as complete.
 
 Every writer goes to a temporary sibling (same filesystem, so the final `os.replace` is atomic) and renames it
-into place only once it is complete.
+into place only once it is complete. Temp siblings are named `.NAME.<pid>.<random>.tmp`; a process killed mid-write
+(kill -9, a lost node) leaves one behind, and the next write of NAME removes those whose process is gone
+(`remove_stale_temps`), so a rerun of the stage leaves nothing untracked.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,9 +23,47 @@ def _umask() -> int:
     return mask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp siblings of `path` (`.NAME.<pid>.<random>.tmp`, and the older `.NAME.<random>.tmp`) whose
+    writer is gone; returns what it removed. A temp whose pid is a live process is kept: it may be in use."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    # tempfile's random part is 8 characters of [a-z0-9_]; matching it exactly keeps `.NAME.json.*.tmp` (the temp
+    # of a sibling called NAME.json) out.
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}(?:\.old)?\.tmp")
+    removed = []
+    for tmp in path.parent.iterdir():
+        m = pattern.fullmatch(tmp.name)
+        if not m or (m.group(1) and _pid_alive(int(m.group(1)))):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        removed.append(tmp)
+    return removed
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=suffix + ".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs should be as readable as any other dir
     return tmp
 
@@ -52,11 +93,12 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
     """Open a temp file beside `path` for writing; it replaces `path` only if the block finishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     if "b" not in mode:
         open_kwargs.setdefault("encoding", "utf-8")
         if "newline" not in open_kwargs and "w" in mode:
             open_kwargs["newline"] = ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should be as readable as any other file
     try:
@@ -89,7 +131,8 @@ def unprotect(path: str | os.PathLike) -> None:
         return
     st = os.lstat(path)
     if path.is_symlink() or st.st_nlink > 1 or not os.access(path, os.W_OK):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
         shutil.copyfile(path, tmp)  # follows a symlink: copies the content
         os.chmod(tmp, 0o644)

@@ -62,3 +62,34 @@ def test_outputs_get_normal_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_kill_9_mid_write_leaves_nothing_after_the_next_write(tmp_path):
+    """A writer killed inside atomic_dir / atomic_file leaves `.NAME.<pid>.*.tmp`; the next write of NAME removes
+    it (its process is gone), and a live writer's temp is left alone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from koblla.atomic import remove_stale_temps
+
+    code = ("import sys, time; from koblla.atomic import atomic_dir, atomic_file\n"
+            "with atomic_dir(sys.argv[1]) as d, atomic_file(sys.argv[2]) as f:\n"
+            "    (d / 'w.bin').write_bytes(b'x' * 1000); f.write('half'); f.flush()\n"
+            "    print('writing', flush=True); time.sleep(600)\n")
+    out, metrics = tmp_path / "model", tmp_path / "m.json"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out), str(metrics)], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.stdout.readline().strip() == "writing"
+    live = sorted(p.name for p in tmp_path.iterdir())
+    assert len(live) == 2 and all(n.startswith((f".model.{proc.pid}.", f".m.json.{proc.pid}.")) for n in live)
+    assert remove_stale_temps(out) == [] and remove_stale_temps(metrics) == []  # its writer is alive: kept
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.1)
+    assert len(list(tmp_path.iterdir())) == 2  # what the kill left
+    with atomic_dir(out) as d:
+        (d / "w.bin").write_bytes(b"done")
+    write_json(metrics, {"ok": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "model"]
