@@ -2,7 +2,7 @@
 
 python -m stages.finetune_instruct --model-dir models/koblla-chatvec --data-dir data/lima_ko --out models/koblla-instruct --adapter-out models/koblla-instruct-adapter --metrics metrics/finetune_instruct.json --live-dir dvclive/finetune_instruct
 
-Runs `tune run lora_finetune_single_device --config configs/finetune_instruct.yaml key=value...` (or
+Runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/finetune_instruct.yaml key=value...` (or
 lora_finetune_distributed under torchrun when nproc_per_node * nnodes > 1) with the finetune_instruct section of
 params.yaml merged in: a weighted mix of <data-dir>/{kolima,bilima_en_ko,bilima_ko_en}.jsonl (openai-style
 `messages`), Llama 3 chat template, loss on assistant tokens only. A rerun after a crash resumes from the last

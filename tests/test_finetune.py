@@ -2,6 +2,7 @@
 hash, bad-input checks, the instruct mix, the DVCLive logger and the metrics summary."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -54,7 +55,7 @@ def _cmd(tmp_path, **kw):
 def test_one_device_uses_single_device_recipe(tmp_path):
     _, cmd, ov = _cmd(tmp_path)
     assert Path(cmd[0]).name == "tune" and cmd[1] == "run"
-    assert cmd[2:5] == ["lora_finetune_single_device", "--config", str(BASE_CFG)]
+    assert cmd[2:5] == ["koblla/finetune/tune_recipes/lora_finetune_single_device.py", "--config", str(BASE_CFG)]
     assert "device=cpu" in ov and "dtype=fp32" in ov and "optimizer.fused=False" in ov
     assert "model.num_layers=2" in ov and "model.embed_dim=64" in ov  # shape from config.json
     assert "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]" in ov
@@ -63,7 +64,8 @@ def test_one_device_uses_single_device_recipe(tmp_path):
 def test_four_gpus_use_torchrun_distributed_recipe(tmp_path):
     _, cmd, ov = _cmd(tmp_path, device="cuda", dtype="bf16", nproc_per_node=4, compile=True,
                       activation_checkpointing=True)
-    assert cmd[2:6] == ["--nproc_per_node", "4", "lora_finetune_distributed", "--config"]
+    assert cmd[2:6] == ["--nproc_per_node", "4", "koblla/finetune/tune_recipes/lora_finetune_distributed.py",
+                        "--config"]
     assert "--nnodes" not in cmd
     assert {"device=cuda", "dtype=bf16", "compile=True", "enable_activation_checkpointing=True",
             "optimizer.fused=True", "log_peak_memory_stats=True"} <= set(ov)
@@ -72,7 +74,7 @@ def test_four_gpus_use_torchrun_distributed_recipe(tmp_path):
 def test_two_nodes_of_eight(tmp_path):
     _, cmd, _ = _cmd(tmp_path, device="cuda", dtype="bf16", nproc_per_node=8, nnodes=2, node_rank=1,
                      rdzv_endpoint="10.0.0.1:29500")
-    i = cmd.index("lora_finetune_distributed")
+    i = cmd.index("koblla/finetune/tune_recipes/lora_finetune_distributed.py")
     launcher = cmd[2:i]
     assert launcher == ["--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1", "--rdzv_backend", "c10d",
                         "--rdzv_endpoint", "10.0.0.1:29500", "--rdzv_id", "koblla-finetune_base"]
@@ -81,8 +83,17 @@ def test_two_nodes_of_eight(tmp_path):
 
     args = TuneCLIParser()._parser.parse_args(cmd[1:])
     assert args.nproc_per_node == "8" and args.nnodes == "2" and args.node_rank == 1
-    assert args.rdzv_endpoint == "10.0.0.1:29500" and args.recipe == "lora_finetune_distributed"
+    assert args.rdzv_endpoint == "10.0.0.1:29500"
+    assert args.recipe == "koblla/finetune/tune_recipes/lora_finetune_distributed.py"
     assert args.recipe_args[:2] == ["--config", str(BASE_CFG)]
+    # not a built-in: torchtune runs our copy as a module under torchrun (`python -m`), importable from the repo root
+    from torchtune._cli.run import Run
+
+    run = Run.__new__(Run)
+    assert run._get_recipe(args.recipe) is None
+    module = run._convert_to_dotpath(args.recipe)
+    assert module == "koblla.finetune.tune_recipes.lora_finetune_distributed"
+    assert importlib.util.find_spec(module).origin == str(REPO / args.recipe)
 
 
 def test_effective_config_carries_params(tmp_path):
@@ -137,15 +148,14 @@ def test_config_hash_tracks_what_is_trained(tmp_path):
     assert key() == key(volatile) and command.config_hash(cfg()) == command.config_hash(cfg(volatile))
     assert key() != key(lr=1e-4) and command.config_hash(cfg()) != command.config_hash(cfg(lr=1e-4))
     before, before_hash = key(), command.config_hash(cfg())
-    time.sleep(0.01)
     (model / "config.json").write_text((model / "config.json").read_text() + " ")
     assert key() != before  # a changed init checkpoint starts a fresh run
     assert command.config_hash(cfg()) == before_hash  # the published hash names the config only
 
 
 def test_published_config_is_the_same_in_every_clone(tmp_path):
-    """Inputs with other mtimes (a fresh clone, a `dvc checkout`) get another scratch folder, but the same config
-    text and hash are published, so bitwise-equal weights give an equal model folder and nothing downstream reruns."""
+    """Inputs with other mtimes (a fresh clone, a `dvc checkout`) get the same scratch folder and the same published
+    config text and hash, so bitwise-equal weights give an equal model folder and nothing downstream reruns."""
     from koblla.finetune.runner import Job, plan
 
     model = fake_model_dir(tmp_path / "model")
@@ -158,11 +168,36 @@ def test_published_config_is_the_same_in_every_clone(tmp_path):
         if f.is_file():
             os.utime(f, ns=(1, 1))
     second = plan(job)
-    assert first.work != second.work
+    assert first.work == second.work
     assert first.config_text == second.config_text and first.config_hash == second.config_hash
     assert f"output_dir: {tmp_path / 'scratch' / 'finetune_base'}\n" in first.config_text
     assert "resume_from_checkpoint: false" in first.config_text
     assert str(first.work) in " ".join(first.cmd)  # the run itself still writes to its own folder
+
+
+def test_run_key_comes_from_content_not_mtimes(tmp_path, monkeypatch):
+    """Two clones (or two nodes) holding copies of the same inputs, with other mtimes, compute the same scratch key;
+    one changed byte gives another key."""
+    import shutil
+
+    def key_in(clone: Path) -> str:
+        monkeypatch.chdir(clone)  # the stage runs from the repo root with repo-relative paths, as dvc.yaml says
+        model, data = Path("models/meta/Meta-Llama-3-8B"), Path("data/kowiki")
+        p = FinetuneBaseParams()
+        cfg = command.effective_config(BASE_CFG, command.base_overrides(p, model, data, seed=1))
+        return command.run_key(cfg, [model, data / "train.csv"])
+
+    one, two = tmp_path / "clone1", tmp_path / "clone2"
+    fake_model_dir(one / "models/meta/Meta-Llama-3-8B")
+    write_kowiki(one / "data/kowiki")
+    shutil.copytree(one, two)  # copytree keeps mtimes: set new ones, as `dvc pull` or `cp` would
+    for f in two.rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(10**18, 10**18))
+    assert key_in(one) == key_in(two)
+    with open(two / "data/kowiki/train.csv", "a", encoding="utf-8") as f:
+        f.write("99,1099,https://ko.wikipedia.org/wiki?curid=99,문서 99,새 문서\n")
+    assert key_in(one) != key_in(two)
 
 
 def test_fmt_quotes_what_yaml_would_misread():
@@ -337,22 +372,26 @@ def test_dvclive_logger_writes_curves_and_resumes(tmp_path):
     # torchtune 0.6.1 restarts its step count at 1 after a resume: the logger continues at 4
     os.utime(marker, (time.time() - 0.02, time.time() - 0.02))
     lg2 = DVCLiveLogger(str(live), resume=True, checkpoint_marker=str(marker))
-    lg2.log_dict({"loss": 1.5, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0, "grad_norm": 0.5}, step=1)
+    lg2.log_dict({"loss": 1.5, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0, "grad_norm": 0.5, "tokens": 77},
+                 step=1)
     lg2.close()
+    assert read_steps(live)[-1]["tokens"] == 77  # our recipes log the step's token count: kept as is
+    assert not (metrics / "tokens.tsv").exists()
     assert _rows(metrics / "loss.tsv") == [1, 2, 3, 4]
     assert [r["step"] for r in read_steps(live)] == [1, 2, 3, 4]
     assert read_steps(live)[-1]["loss"] == 1.5 and read_steps(live)[-1]["first_in_process"]
     assert json.loads((live / "metrics.json").read_text())["step"] == 4
 
 
-def test_summarize_counts_tokens_without_the_first_step():
+def test_summarize_counts_tokens_and_times_without_the_first_step():
     from koblla.finetune.report import summarize
 
-    recs = [{"step": 1, "loss": 3.0, "tokens": 9999.0, "seconds": 50.0, "first_in_process": True},
-            {"step": 2, "loss": 2.5, "tokens": 100.0, "seconds": 1.0, "first_in_process": False},
-            {"step": 3, "loss": 2.0, "tokens": 300.0, "seconds": 1.0, "first_in_process": False}]
+    recs = [{"step": 1, "loss": 3.0, "tokens": 500, "seconds": 50.0, "first_in_process": True},
+            {"step": 2, "loss": 2.5, "tokens": 100, "seconds": 1.0, "first_in_process": False},
+            {"step": 3, "loss": 2.0, "tokens": 300, "seconds": 1.0, "first_in_process": False}]
     s = summarize(recs)
-    assert s["tokens_seen"] == 600 and s["tokens_per_second"] == 200.0 and s["final_loss"] == 2.0
+    # every step's counted tokens; throughput from the steps with a clean start time only
+    assert s["tokens_seen"] == 900 and s["tokens_per_second"] == 200.0 and s["final_loss"] == 2.0
     assert s["steps"] == 3
 
 

@@ -1,9 +1,10 @@
 """Build the `tune run` command of a finetune stage: params.yaml -> key=value overrides of a torchtune config.
 
-One device runs `tune run lora_finetune_single_device --config FILE k=v ...`; more than one runs
-`tune run --nproc_per_node N [--nnodes M --node_rank R --rdzv_backend c10d --rdzv_endpoint HOST:PORT]
-lora_finetune_distributed --config FILE k=v ...` (torchrun under the hood). The effective config is torchtune's
-own merge of the YAML and the overrides, so what we save beside the model is exactly what the recipe ran.
+One device runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config FILE k=v ...`; more
+than one runs `tune run --nproc_per_node N [--nnodes M --node_rank R --rdzv_backend c10d --rdzv_endpoint HOST:PORT]
+koblla/finetune/tune_recipes/lora_finetune_distributed.py --config FILE k=v ...` (torchrun under the hood). The two
+recipes are our copies of torchtune 0.6.1's (`tune cp`) with a few marked fixes (docs/finetune.md). The effective
+config is torchtune's own merge of the YAML and the overrides, so what we save beside the model is what the recipe ran.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams, F
 
 RECIPE_SINGLE = "lora_finetune_single_device"
 RECIPE_DISTRIBUTED = "lora_finetune_distributed"
+RECIPE_DIR = Path(__file__).resolve().parent / "tune_recipes"  # our copies of the two recipes (recipe_path)
 # Keys that say where and how this attempt runs, not what it trains: left out of the config hash.
 VOLATILE_KEYS = ("output_dir", "resume_from_checkpoint", "metric_logger", "checkpointer.output_dir")
 
@@ -47,6 +49,16 @@ def recipe_for(p: FinetuneParams) -> str:
     return RECIPE_SINGLE if p.nproc_per_node * p.nnodes == 1 else RECIPE_DISTRIBUTED
 
 
+def recipe_path(p: FinetuneParams) -> str:
+    """The recipe file `tune run` gets, always as this repo-relative path: `tune run` turns a custom recipe's path
+    into a module name (koblla.finetune.tune_recipes.<recipe>) and runs that with `python -m` (torchrun too), so it
+    works wherever `koblla` is importable (the repo root, where dvc runs the stages, or PYTHONPATH), and the
+    command saved beside a model reads the same in every clone."""
+    path = RECIPE_DIR / f"{recipe_for(p)}.py"
+    assert path.is_file(), f"{path}: recipe copy missing"
+    return f"koblla/finetune/tune_recipes/{path.name}"
+
+
 def tune_executable() -> str:
     """The `tune` next to the running Python (the venv's), else whatever `tune` is on PATH."""
     here = Path(sys.executable).parent / "tune"
@@ -65,7 +77,7 @@ def launcher_args(p: FinetuneParams, stage: str) -> list[str]:
 
 
 def build_command(p: FinetuneParams, stage: str, config: str | os.PathLike, overrides: Iterable[str]) -> list[str]:
-    return [tune_executable(), "run", *launcher_args(p, stage), recipe_for(p), "--config", str(config), *overrides]
+    return [tune_executable(), "run", *launcher_args(p, stage), recipe_path(p), "--config", str(config), *overrides]
 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
@@ -195,13 +207,16 @@ def effective_config(config: str | os.PathLike, overrides: list[str]):
 
 
 def fingerprint(paths: Iterable[Path]) -> list[list]:
-    """Name, size and mtime of every file under `paths`: a changed input gives a new hash (a fresh run)."""
+    """Name (relative to its input), size and SHA-256 of every file under `paths`: a changed input gives a new
+    key (a fresh run); a copy of the same bytes, with any mtime and at any place (another node, a fresh clone,
+    `dvc checkout`), gives the same one. Hashing reads every byte (about a minute per 16 GB checkpoint)."""
     out = []
-    for root in paths:
+    for i, root in enumerate(paths):
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
         for f in files:
-            st = f.stat()
-            out.append([str(f), st.st_size, st.st_mtime_ns])
+            with open(f, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            out.append([i, f.relative_to(root).as_posix() if f != root else f.name, f.stat().st_size, digest])
     return out
 
 
@@ -226,7 +241,7 @@ def config_hash(cfg) -> str:
 
 
 def run_key(cfg, inputs: Iterable[Path]) -> str:
-    """Name of a run's scratch folder: the config plus its input files by size and mtime, so that a changed input
-    starts a fresh run while a rerun of the same job resumes. Local to this checkout (mtimes), never published."""
+    """Name of a run's scratch folder: the config plus the content of its input files, so that a changed input
+    starts a fresh run while a rerun of the same job resumes, on every node and in every clone."""
     blob = json.dumps({"config": _stable_config(cfg), "inputs": fingerprint(inputs)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

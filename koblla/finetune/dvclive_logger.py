@@ -3,8 +3,8 @@
 Referenced from the torchtune configs as `metric_logger._component_: koblla.finetune.dvclive_logger.DVCLiveLogger`.
 Per optimizer step it writes `<log_dir>/plots/metrics/{loss,lr,tokens_per_second,grad_norm,...}.tsv` (columns
 step, value), which `dvc plots show` draws, and `<log_dir>/metrics.json` (latest values). Beside them it keeps
-`steps.jsonl`, one record per step with the wall time and tokens, from which the stage computes the final metrics
-(tokens seen, tokens/s) across a resumed run.
+`steps.jsonl`, one record per step with the wall time and tokens (the count our recipes log as `tokens`), from which
+the stage computes the final metrics (tokens seen, tokens/s) across a resumed run.
 
 Resume: torchtune resumes at the last finished epoch, so rows logged after that checkpoint was written belong to
 an interrupted epoch that will be trained again. With `resume: True` the logger drops them (every record newer
@@ -105,12 +105,14 @@ class DVCLiveLogger:
 
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._offset is None:
-            # torchtune 0.6.1 restarts its step count at 1 on resume unless max_steps_per_epoch cuts the epoch.
+            # Stock torchtune 0.6.1 restarts its step count at 1 on resume unless max_steps_per_epoch cuts the epoch
+            # (our recipe copies continue it; then the offset is 0).
             self._offset = self._last_step + 1 - step if step <= self._last_step else 0
         step = step + self._offset
         now = time.perf_counter()
         dt, self._last_time = now - self._last_time, now  # seconds of this step (the recipe logs every step)
         values = {RENAME.get(k, k): _scalar(v) for k, v in payload.items()}
+        tokens = values.pop("tokens", None)  # this step's tokens (all ranks); a count, not a curve
         if "tokens_per_second" in values:
             values["tokens_per_second"] *= self._world_size
         self._live.step = step
@@ -118,7 +120,8 @@ class DVCLiveLogger:
             self._live.log_metric(name, value)
         self._live.make_summary()
         tps = values.get("tokens_per_second", math.nan)
-        record = {"step": step, "time": time.time(), "seconds": dt, "tokens": tps * dt,
+        # A recipe that logs no token count (stock torchtune's) gets the estimate tokens/s x step time.
+        record = {"step": step, "time": time.time(), "seconds": dt, "tokens": tps * dt if tokens is None else tokens,
                   "first_in_process": self._first_call, **values}
         self._first_call = False
         self._records.append(record)

@@ -3,21 +3,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from statistics import fmean
 
 
 def summarize(records: list[dict]) -> dict:
     """final_loss, steps, tokens_seen, tokens_per_second, train_seconds over all logged optimizer steps.
 
-    A step's tokens = tokens/s logged by torchtune * that step's wall time. The first step of each process has no
-    clean start time (model loading precedes it), so it counts the mean tokens of the other steps and is left out
-    of the throughput (it also carries compile/warm-up time).
+    A step's tokens are the count our recipe copies log (tokens the loss covers, all devices). Throughput leaves
+    out the first step of each process: it has no clean start time (model loading, compile and warm-up precede it).
     """
     if not records:
         return {"final_loss": math.nan, "steps": 0, "tokens_seen": 0, "tokens_per_second": 0.0, "train_seconds": 0.0}
     clean = [r for r in records if not r.get("first_in_process")]
-    typical = fmean(r["tokens"] for r in clean) if clean else records[0]["tokens"]
-    tokens = sum(r["tokens"] if not r.get("first_in_process") else typical for r in records)
+    tokens = sum(r["tokens"] for r in records)
     seconds = sum(r["seconds"] for r in clean)
     tps = sum(r["tokens"] for r in clean) / seconds if seconds > 0 else records[-1].get("tokens_per_second", 0.0)
     out = {

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from koblla.atomic import atomic_dir, write_json
+from koblla.atomic import atomic_dir, remove_stale_temps, write_json
 from koblla.errors import KoBLLaError
 from koblla.finetune import command, publish, report
 from koblla.finetune.dvclive_logger import read_steps
@@ -39,7 +39,7 @@ class Job:
     config: Path  # configs/<stage>.yaml
     model_dir: Path  # init checkpoint (HF layout)
     overrides: list[str]  # from command.base_overrides / instruct_overrides
-    inputs: list[Path]  # files whose change must start a fresh run (hashed by size and mtime)
+    inputs: list[Path]  # files whose change must start a fresh run (hashed by content)
     out: Path
     adapter_out: Path
     live_dir: Path
@@ -99,7 +99,7 @@ def plan(job: Job) -> Plan:
     from omegaconf import OmegaConf
 
     # What is published beside the model is the config of a fresh run in scratch/<stage>: the run-specific folder
-    # (named from input mtimes) and the resume flags would make the same weights publish differently per clone.
+    # and the resume flags would make the same weights publish differently after a resume or a changed input.
     by_hand = ["tune", *command.build_command(p, job.stage, f"configs/{job.config.name}", ["..."])[1:]]
     header = (f"# Effective torchtune config of KoBLLa stage {job.stage} (configs/{job.config.name} + params.yaml).\n"
               f"# Re-run by hand: {' '.join(by_hand)} (the overrides are the values below)\n")
@@ -140,9 +140,23 @@ def _run(cmd: list[str]) -> tuple[int, float]:
     return proc.returncode, peak / 2**30
 
 
+def base_model_path(model_dir: Path) -> str:
+    """The adapter's base_model_name_or_path: relative to the working directory (the repo root, where dvc runs the
+    stages: the same in every clone) when the init checkpoint is under it, else absolute. docs/finetune.md says how
+    to load the adapter from elsewhere."""
+    path = model_dir.resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def train_and_publish(job: Job) -> dict:
     """Run (or resume) training, publish merged + adapter + curves; returns the metrics dict (not yet written)."""
     p = job.params
+    for path in (job.out, job.adapter_out, job.live_dir):
+        for tmp in remove_stale_temps(path):  # a publish killed half-way (16 GB for 8B)
+            logger.info("removed %s, left by a killed run", tmp)
     pl = plan(job)
     pl.work.mkdir(parents=True, exist_ok=True)
     (pl.work / publish.CONFIG_NAME).write_text(pl.config_text, encoding="utf-8")
@@ -165,9 +179,10 @@ def train_and_publish(job: Job) -> dict:
         raise TrainingError(f"{job.stage}: torchtune ran zero optimizer steps: the dataset gives fewer batches "
                             "than batch_size * gradient_accumulation_steps; add data or lower them")
     epoch_dir = pl.work / f"epoch_{p.epochs - 1}"
-    publish.publish_merged(epoch_dir, job.out, p.save_dtype, pl.config_text)
     publish.publish_adapter(epoch_dir, job.adapter_out, p.save_dtype, pl.config_text,
-                            base_model=str(job.model_dir), lora_dropout=p.lora_dropout, use_dora=p.use_dora)
+                            base_model=base_model_path(job.model_dir), lora_dropout=p.lora_dropout,
+                            use_dora=p.use_dora)
+    publish.publish_merged(epoch_dir, job.model_dir, job.adapter_out, job.out, p.save_dtype, pl.config_text)
     with atomic_dir(job.live_dir) as tmp:
         shutil.copytree(pl.work / "dvclive", tmp, dirs_exist_ok=True)
         report.plot_loss(records, tmp / "loss.png", f"{job.stage}: training loss")

@@ -3,6 +3,10 @@
 #
 # This source code is licensed under the BSD-style license found in the
 # LICENSE file in the root directory of this source tree.
+#
+# KoBLLa: our copy of torchtune 0.6.1's recipe, made with `tune cp lora_finetune_single_device`, run by file
+# path from the finetune stages (koblla/finetune/command.py). Every change from upstream is one short edit marked `# KoBLLa:`;
+# tests/test_finetune_recipes.py checks that these are the only differences and that each one works.
 
 import sys
 import time
@@ -333,7 +337,7 @@ class LoRAFinetuneRecipeSingleDevice(FTRecipeInterface):
             and self.max_steps_per_epoch < self._steps_per_epoch
         ):
             self._steps_per_epoch = self.max_steps_per_epoch
-            self.global_step = self.epochs_run * self._steps_per_epoch
+        self.global_step = self.epochs_run * self._steps_per_epoch  # KoBLLa: restore on every resume, capped or not
 
         # Learning rate scheduler can only be set up after number of steps
         # has been computed
@@ -607,7 +611,7 @@ class LoRAFinetuneRecipeSingleDevice(FTRecipeInterface):
             # Construct the full state dict with LoRA weights merged into base LLM weights
 
             # Move to CPU to avoid a copy on GPU
-            state_dict = {k: v.cpu() for k, v in self._model.state_dict().items()}
+            state_dict = {k: v.detach().to("cpu", copy=True) for k, v in self._model.state_dict().items()}  # KoBLLa: copy (on CPU .cpu() is the live tensor; the in-place merge would corrupt the base)
 
             merged_state_dict = get_merged_lora_ckpt(
                 state_dict,
@@ -732,6 +736,7 @@ class LoRAFinetuneRecipeSingleDevice(FTRecipeInterface):
                                 "loss": loss_to_log,
                                 "lr": self._optimizer.param_groups[0]["lr"],
                                 "tokens_per_second_per_gpu": num_tokens / time_per_step,
+                                "tokens": num_tokens,  # KoBLLa: this step's tokens, so tokens_seen is a count
                             }
                             if (
                                 self._device.type != "cpu"
