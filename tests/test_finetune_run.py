@@ -92,7 +92,7 @@ def test_finetune_base_runs(tiny_checkpoints, tmp_path):
         assert math.isfinite(m[k]), k
     assert m["heldout_tokens_ko"] > 0 and m["heldout_tokens_en"] > 0
     saved = (tmp_path / "out" / "torchtune_config.yaml").read_text()
-    assert "tune run lora_finetune_single_device --config configs/finetune_base.yaml" in saved
+    assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/finetune_base.yaml" in saved
     assert "lora_rank: 8" in saved and "packed: true" in saved
 
 
