@@ -42,8 +42,9 @@ def test_config_loads_and_components_import(path):
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name.startswith("finetune")], ids=lambda p: p.name)
 def test_finetune_config_says_how_to_run_it(path):
     head = path.read_text(encoding="utf-8").split("\n\n")[0]
-    assert head.startswith("#") and "tune run lora_finetune_single_device --config configs/" in head
-    assert "lora_finetune_distributed" in head
+    assert head.startswith("#")
+    assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/" in head
+    assert "koblla/finetune/tune_recipes/lora_finetune_distributed.py" in head
     cfg = OmegaConf.load(path)
     assert cfg.metric_logger._component_ == "koblla.finetune.dvclive_logger.DVCLiveLogger"
     assert cfg.checkpointer._component_ == "torchtune.training.FullModelHFCheckpointer"
