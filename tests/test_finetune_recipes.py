@@ -84,6 +84,20 @@ def _kill_after_first_checkpoint(tmp, model_dir, data_dir, params) -> None:
     assert not (tmp / "out").exists(), "nothing is published before training finishes"
 
 
+def _kill_mid_publish(out: Path) -> None:
+    """kill -9 a process inside koblla.atomic.atomic_dir(out), as a stage killed while publishing would be."""
+    code = ("import sys, time; from koblla.atomic import atomic_dir\n"
+            "with atomic_dir(sys.argv[1]) as d:\n"
+            "    (d / 'model-00001-of-00001.safetensors').write_bytes(b'x' * 4096); print('in', flush=True)\n"
+            "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "in"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [p.name for p in out.parent.glob(f".out.{proc.pid}.*.tmp")], "the kill left a temp folder"
+
+
 def _tensors(path: Path) -> dict:
     from safetensors import safe_open
 
@@ -161,8 +175,10 @@ def test_kill_and_resume_equals_uninterrupted(tiny_checkpoints, tmp_path, capped
     ref, resumed = tmp_path / "ref", tmp_path / "resumed"
     _run(ref, base, data, params)
     _kill_after_first_checkpoint(resumed, base, data, params)
+    _kill_mid_publish(resumed / "out")  # what a kill during the (16 GB) publish leaves: .out.<pid>.*.tmp
     r = _run(resumed, base, data, params)
     assert "resuming from" in r.stderr
+    assert "left by a killed run" in r.stderr  # the stage removed it when it started
 
     m_ref, m_res = (json.loads((d / "metrics.json").read_text()) for d in (ref, resumed))
     assert 1 <= m_res["resumed_after_epochs"] < 3 and m_ref["resumed_after_epochs"] == 0
