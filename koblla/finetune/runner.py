@@ -154,7 +154,8 @@ def base_model_path(model_dir: Path) -> str:
 def train_and_publish(job: Job) -> dict:
     """Run (or resume) training, publish merged + adapter + curves; returns the metrics dict (not yet written)."""
     p = job.params
-    for path in (job.out, job.adapter_out, job.live_dir):
+    # Node 0 alone publishes, so it alone cleans (pids are per host: another node cannot tell a live writer).
+    for path in (job.out, job.adapter_out, job.live_dir) if p.node_rank == 0 else ():
         for tmp in remove_stale_temps(path):  # a publish killed half-way (16 GB for 8B)
             logger.info("removed %s, left by a killed run", tmp)
     pl = plan(job)
