@@ -224,6 +224,31 @@ def sequence_for_first(*modes: str, then: str = "ok") -> Plan:
     return plan
 
 
+def fault_cycle(modes=None, translator: Translator | None = None) -> Plan:
+    """Each request gets the next fault class in turn that applies to its text (reordering needs two spans, a
+    cut needs three sentences ...), so every class is exercised; "ok" when none applies."""
+    modes = list(modes or FAULT_MODES)
+    translator = translator or reference_translator()
+    lock, pos = threading.Lock(), [0]
+
+    def plan(n, body):
+        msgs = body.get("messages", [])
+        system = next((m["content"] for m in msgs if m["role"] == "system"), "")
+        source = msgs[-1]["content"] if msgs else ""
+        reg = _REGISTER_RE.search(system)
+        register = reg.group(1) if reg else "hapsyo"
+        good = translator(source, register)
+        with lock:
+            for k in range(len(modes)):
+                mode = modes[(pos[0] + k) % len(modes)]
+                if faulty_reply(mode, source, good, register)[0] is not None or mode in ("empty", "thinking_empty"):
+                    pos[0] = (pos[0] + k + 1) % len(modes)
+                    return mode
+        return "ok"
+
+    return plan
+
+
 def random_faults(probs: dict[str, float], seed: int = 0) -> Plan:
     rng, lock = random.Random(seed), threading.Lock()
 

@@ -69,6 +69,8 @@ class TranslateParams(Section):
     max_length_ratio: float = Field(0.85, gt=0)  # above: invented text or an answer
     min_sentence_ratio: float = Field(0.75, ge=0)  # Korean / English sentences (2+ in the source); below: cut
     max_sentence_ratio: float = Field(1.5, gt=0)  # Korean sentences > this x English + 1: invented sentences
+    max_missing_terms_share: float = Field(0.2, ge=0, le=1)  # numbers/acronyms (53, DNS) of the source not in the reply
+    min_terms: int = Field(3, ge=1)  # ... checked when the source has at least this many
     max_paragraph_diff: int = Field(0, ge=0)  # |paragraphs(ko) - paragraphs(en)| allowed
     max_list_item_diff: int = Field(0, ge=0)
     max_heading_diff: int = Field(0, ge=0)

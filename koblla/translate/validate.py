@@ -13,6 +13,7 @@ Checks, in order (CHECKS; a reply's reasons are the names of the checks it faile
   Kana and other non-Latin scripts above their own cap (a Chinese or Japanese drift inside Korean text)
 - too_long / too_short: Korean letters / English letters outside the reference range
 - sentences: too few sentences (cut after two of three) or too many (invented ones)
+- terms: numbers and acronyms of the source (53, DNS, 3.7) missing from the reply (a dropped sentence)
 - structure: paragraph, list-item or heading count differs from the source
 - copied_source: English word 4-grams left in the output; wrong_register: speech level
 """
@@ -22,22 +23,25 @@ import re
 from dataclasses import dataclass, fields
 
 from koblla.translate.register import register_ok
-from koblla.translate.segment import PLACEHOLDER_RE, count_code_blocks, strip_verbatim
+from koblla.translate.segment import FENCE_RE, PLACEHOLDER_RE, count_code_blocks, strip_verbatim
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SENTENCE_END_RE = re.compile(r"[.!?。？！](?=[\s\"'”’)\]*_]|$)")
 _LIST_ITEM_RE = re.compile(r"^[ \t]*(?:[-*+]|\d{1,3}[.)])[ \t]+\S", re.M)
 _HEADING_RE = re.compile(r"^ {0,3}#{1,6}[ \t]+\S", re.M)
 _PARAGRAPH_SPLIT_RE = re.compile(r"\n[ \t]*\n")
+# Terms a Korean translation keeps as written: numbers and acronyms (DNS, UDP, 3.7, 53); a reply missing several
+# of them dropped a sentence even when its length looks fine.
+_TERM_RE = re.compile(r"(?<![\w.])(?:\d+(?:[.,:]\d+)*|[A-Z][A-Z0-9]{2,}s?)(?!\w)")
 
 CHECKS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wrong_language", "foreign_script",
-          "length", "sentences", "structure", "copied_source", "wrong_register")
+          "length", "sentences", "terms", "structure", "copied_source", "wrong_register")
 # reason -> check it belongs to (a check can fail for more than one reason)
 REASON_CHECK = {"too_long": "length", "too_short": "length", "too_few_sentences": "sentences",
-                "too_many_sentences": "sentences", "paragraphs": "structure", "list_items": "structure",
+                "too_many_sentences": "sentences", "missing_terms": "terms", "paragraphs": "structure", "list_items": "structure",
                 "headings": "structure"}
 REASONS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wrong_language", "foreign_script",
-           "too_long", "too_short", "too_few_sentences", "too_many_sentences", "paragraphs", "list_items",
+           "too_long", "too_short", "too_few_sentences", "too_many_sentences", "missing_terms", "paragraphs", "list_items",
            "headings", "copied_source", "wrong_register", "backend_error")
 
 # Defaults of the commentary patterns (also the TranslateParams defaults). A reply line is commentary when it
@@ -59,6 +63,8 @@ class Limits:
     max_length_ratio: float = 0.85
     min_sentence_ratio: float = 0.75
     max_sentence_ratio: float = 1.5
+    max_missing_terms_share: float = 0.2
+    min_terms: int = 3
     max_paragraph_diff: int = 0
     max_list_item_diff: int = 0
     max_heading_diff: int = 0
@@ -126,14 +132,24 @@ def count_sentences(plain: str) -> int:
     return len(_SENTENCE_END_RE.findall(plain))
 
 
-def structure_counts(text: str) -> dict[str, int]:
-    """Paragraphs (blocks between blank lines, code blocks counted as one), list items, headings."""
-    masked = PLACEHOLDER_RE.sub("X", text)
-    from koblla.translate.segment import FENCE_RE
+def paragraphs(text: str) -> list[str]:
+    """Blocks between blank lines; a fenced code block counts as one block whatever it holds."""
+    spans: list[str] = []
 
-    masked = FENCE_RE.sub(lambda m: "CODE", masked)
-    paras = [p for p in _PARAGRAPH_SPLIT_RE.split(masked.strip()) if p.strip()]
-    return {"paragraphs": len(paras), "list_items": len(_LIST_ITEM_RE.findall(masked)),
+    def keep(m) -> str:
+        spans.append(m.group(0))
+        return f"\x00{len(spans) - 1}\x01"
+
+    masked = FENCE_RE.sub(keep, text)
+    back = re.compile("\x00(\\d+)\x01")
+    return [back.sub(lambda m: spans[int(m.group(1))], p)
+            for p in _PARAGRAPH_SPLIT_RE.split(masked.strip()) if p.strip()]
+
+
+def structure_counts(text: str) -> dict[str, int]:
+    """Paragraphs (code blocks counted as one), list items, headings (outside code blocks)."""
+    masked = FENCE_RE.sub(lambda m: "CODE", PLACEHOLDER_RE.sub("X", text))
+    return {"paragraphs": len(paragraphs(text)), "list_items": len(_LIST_ITEM_RE.findall(masked)),
             "headings": len(_HEADING_RE.findall(masked))}
 
 
@@ -188,11 +204,27 @@ def check_translation(source: str, output: str, register: str, limits: Limits, t
             reasons.append("too_long")
         elif ratio < limits.min_length_ratio:
             reasons.append("too_short")
-    s_src, s_out = count_sentences(src_plain), count_sentences(out_plain)
-    if s_src >= 2 and s_out < limits.min_sentence_ratio * s_src:
-        reasons.append("too_few_sentences")
-    if s_out > limits.max_sentence_ratio * s_src + 1:
-        reasons.append("too_many_sentences")
+    # Sentences: over the whole reply, then paragraph by paragraph and line by line where they line up (three
+    # invented sentences at the end of a long answer hardly move the totals).
+    pairs = [(src_plain, out_plain)]
+    p_src, p_out = paragraphs(source), paragraphs(output)
+    if len(p_src) == len(p_out) > 1:
+        pairs += [(strip_verbatim(a), strip_verbatim(b)) for a, b in zip(p_src, p_out)]
+    for a, b in list(zip(p_src, p_out)) if len(p_src) == len(p_out) else []:
+        la, lb = a.splitlines(), b.splitlines()
+        if len(la) == len(lb) > 1 and not FENCE_RE.fullmatch(a):  # list items, line by line
+            pairs += [(strip_verbatim(x), strip_verbatim(y)) for x, y in zip(la, lb)]
+    for a, b in pairs:
+        s_src, s_out = count_sentences(a), count_sentences(b)
+        if s_src >= 2 and s_out < limits.min_sentence_ratio * s_src and "too_few_sentences" not in reasons:
+            reasons.append("too_few_sentences")
+        if s_out > limits.max_sentence_ratio * s_src + 1 and "too_many_sentences" not in reasons:
+            reasons.append("too_many_sentences")
+    terms = _TERM_RE.findall(src_plain)
+    if len(terms) >= limits.min_terms:
+        missing = sum(t not in out_plain for t in terms)
+        if missing / len(terms) > limits.max_missing_terms_share:
+            reasons.append("missing_terms")
     st_src, st_out = structure_counts(source), structure_counts(output)
     for name, bound in (("paragraphs", limits.max_paragraph_diff), ("list_items", limits.max_list_item_diff),
                         ("headings", limits.max_heading_diff)):

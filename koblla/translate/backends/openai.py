@@ -275,14 +275,15 @@ class OpenAIBackend(Backend):
         log.warning("%s: giving up after %d retries (last: %s)", job.where, c.max_retries, failure.kind)
         raise Retryable("exhausted")
 
-    def fatal(self, resp: httpx.Response, what: str) -> FatalHTTP:
+    def fatal(self, resp: httpx.Response, what: str,
+              after: str = "Fix these and rerun; translations so far are in the memory.") -> FatalHTTP:
         """The stage-stopping error for a 4xx: provider message, URL, model and the key's env var NAME (never the key)."""
         hint = FATAL_HINT.get(resp.status_code, "client error")
         return FatalHTTP(
             f"{what}: {resp.request.method} {resp.request.url} answered HTTP {resp.status_code}: "
             f"{provider_message(resp)}\n  {hint}.\n  model: {self.params.model!r} (translate.model); "
             f"base_url: {self.cfg.base_url} (translate.openai.base_url); key from env var {self.cfg.api_key_env} "
-            f"(translate.openai.api_key_env). Fix these and rerun; translations so far are in the memory."
+            f"(translate.openai.api_key_env). {after}"
         )
 
     def _parse(self, resp: httpx.Response, prompt_tokens: int) -> tuple[str, str | None]:
@@ -331,7 +332,7 @@ class OpenAIBackend(Backend):
                         self._check_model_listed(resp)
                         return
                     if resp.status_code not in (404, 405):
-                        raise self.fatal(resp, where)
+                        raise self.fatal(resp, where, "Fix these and rerun; nothing was translated.")
                     where += ", /models not served, then a 1-token completion"
                 body = self.body([{"role": "user", "content": "Reply with OK."}], None, 1)
                 self.stats.requests += 1
@@ -342,7 +343,7 @@ class OpenAIBackend(Backend):
                 f"the server runs (model {self.params.model!r}, key from env var {c.api_key_env})"
             ) from None
         if resp.status_code != 200:
-            raise self.fatal(resp, where)
+            raise self.fatal(resp, where, "Fix these and rerun; nothing was translated.")
 
     def _check_model_listed(self, resp: httpx.Response) -> None:
         try:
