@@ -227,11 +227,11 @@ def sequence_for_first(*modes: str, then: str = "ok") -> Plan:
 
 
 def fault_cycle(modes=None, translator: Translator | None = None) -> Plan:
-    """Each request gets the next fault class in turn that applies to its text (reordering needs two spans, a
-    cut needs three sentences ...), so every class is exercised; "ok" when none applies."""
+    """Each request gets a fault class that applies to its text (reordering needs two spans, a cut needs three
+    sentences ...), the least used one first, so every class is exercised; "ok" when none applies."""
     modes = list(modes or FAULT_MODES)
     translator = translator or reference_translator()
-    lock, pos = threading.Lock(), [0]
+    lock, used = threading.Lock(), {m: 0 for m in modes}
 
     def plan(n, body):
         msgs = body.get("messages", [])
@@ -240,13 +240,14 @@ def fault_cycle(modes=None, translator: Translator | None = None) -> Plan:
         reg = _REGISTER_RE.search(system)
         register = reg.group(1) if reg else "hapsyo"
         good = translator(source, register)
-        with lock:
-            for k in range(len(modes)):
-                mode = modes[(pos[0] + k) % len(modes)]
-                if faulty_reply(mode, source, good, register)[0] is not None or mode in ("empty", "thinking_empty"):
-                    pos[0] = (pos[0] + k + 1) % len(modes)
-                    return mode
-        return "ok"
+        fits = [m for m in modes
+                if m in ("empty", "thinking_empty") or faulty_reply(m, source, good, register)[0] is not None]
+        if not fits:
+            return "ok"
+        with lock:  # the least used class that applies: rare ones (two code blocks ...) are never starved
+            mode = min(fits, key=lambda m: used[m])
+            used[mode] += 1
+        return mode
 
     return plan
 

@@ -79,8 +79,7 @@ class TranslateParams(Section):
     placeholders_in_order: bool = True  # code blocks, inline code, URLs, LaTeX come back in the source's order
     reject_commentary: bool = True  # preambles / trailing notes, patterns below (regex, Python syntax)
     meta_pattern: str = v.META_PATTERN  # first/last line mentions the translation and the source's does not
-    opener_pattern: str = v.OPENER_PATTERN  # "Sure," / "다음은 ..." opening a reply whose source ...
-    source_opener_pattern: str = v.SOURCE_OPENER_PATTERN  # ... does not open like this
+    opener_pairs: list[tuple[str, str]] = [tuple(x) for x in v.OPENER_PAIRS]  # (reply opener, the source opener it needs)
     closer_pattern: str = v.CLOSER_PATTERN  # "(참고: ...)" / "Note: ..." closing a reply whose source ...
     source_closer_pattern: str = v.SOURCE_CLOSER_PATTERN  # ... does not close like this
 
@@ -91,10 +90,11 @@ class TranslateParams(Section):
     def _check(self) -> "TranslateParams":
         if self.min_length_ratio >= self.max_length_ratio:
             raise ValueError("min_length_ratio must be below max_length_ratio")
-        for name in ("meta_pattern", "opener_pattern", "source_opener_pattern", "closer_pattern",
-                     "source_closer_pattern"):
+        patterns = [(name, getattr(self, name)) for name in ("meta_pattern", "closer_pattern", "source_closer_pattern")]
+        patterns += [(f"opener_pairs[{i}]", x) for i, pair in enumerate(self.opener_pairs) for x in pair]
+        for name, pattern in patterns:
             try:
-                re.compile(getattr(self, name))
+                re.compile(pattern)
             except re.error as e:
                 raise ValueError(f"{name}: not a valid regular expression ({e})") from None
         if self.backend == "hf" and not self.hf.model_path:

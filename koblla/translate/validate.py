@@ -7,7 +7,8 @@ was set from our reference translations (assets/lima/sample.yaml, docs/translate
 Checks, in order (CHECKS; a reply's reasons are the names of the checks it failed):
 - empty: no text; truncated: the reply hit the output budget (finish_reason "length", set by the backend)
 - placeholders: ⟦n⟧ lost, duplicated, invented or out of order (code, URLs, LaTeX come back in order, verbatim)
-- code_blocks: a fenced block the model wrote itself (outside the placeholders)
+- code_blocks: fenced blocks not byte-identical to the source's, in order (one the model wrote itself, or text
+  glued to a restored block's closing fence)
 - commentary: a preamble ("Here is the translation:", "다음은 요청하신 번역입니다:") or a trailing note ("(참고: ...)")
 - wrong_language: Hangul share of ALL letters (Latin, Han, Kana, any script count against it); foreign_script: Han,
   Kana and other non-Latin scripts above their own cap (a Chinese or Japanese drift inside Korean text)
@@ -23,7 +24,7 @@ import re
 from dataclasses import dataclass, fields
 
 from koblla.translate.register import register_ok
-from koblla.translate.segment import FENCE_RE, PLACEHOLDER_RE, count_code_blocks, strip_verbatim
+from koblla.translate.segment import FENCE_RE, PLACEHOLDER_RE, strip_verbatim
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SENTENCE_END_RE = re.compile(r"[.!?。？！](?=[\s\"'”’)\]*_]|$)")
@@ -47,10 +48,16 @@ REASONS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "w
 # Defaults of the commentary patterns (also the TranslateParams defaults). A reply line is commentary when it
 # matches and the source's matching line does not (a source that opens with "Sure!" may be translated "물론입니다!").
 META_PATTERN = r"(?i)translat|번역|역주|원문"
-OPENER_PATTERN = (r"(?i)^\W*(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are)|below is|"
-                  r"물론|네[,.!]|예[,.!]|알겠습니다|좋습니다[,.!]|여기 있습니다|다음은|아래는)")
-SOURCE_OPENER_PATTERN = (r"(?i)^\W*(?:sure|certainly|of course|okay|ok|absolutely|yes|yeah|right|here|below|"
-                         r"the following|following|these|this is|next)")
+# (reply opener, source opener): a reply may open with the first only when its source opens with the second
+# ("Sure!" -> "물론입니다!", "Yes, ..." -> "네, ..."); "물론입니다! 네, ..." for "Yes, ..." is a preamble.
+OPENER_PAIRS = (
+    (r"^\W*(?:물론|당연)", r"(?i)^\W*(?:sure|certainly|of course|absolutely|definitely|naturally)\b"),
+    (r"^\W*(?:네|예|응)(?:[,.!\s]|$)", r"(?i)^\W*(?:yes|yeah|yep|yup|right|correct|indeed)\b"),
+    (r"^\W*(?:알겠|좋습니다|좋아요|좋아[,.!\s]|그래[,.!\s])", r"(?i)^\W*(?:ok|okay|alright|all right|got it|great|good|fine)\b"),
+    (r"^\W*(?:다음은|아래는|여기 있|여기에 )", r"(?i)^\W*(?:here|below|the following|following|these|this is|next)\b"),
+    (r"(?i)^\W*(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are)|below is)\b",
+     r"(?i)^\W*(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are)|below is)\b"),
+)
 CLOSER_PATTERN = r"(?i)^\W*(?:참고|주의|note\b|notes\b|p\.?s\b|역주|※|i hope|hope this|이 번역|번역)"
 SOURCE_CLOSER_PATTERN = r"(?i)^\W*(?:note|notes|nb|n\.b|p\.?s|warning|caution|tip|important|disclaimer|remember|※)"
 
@@ -73,14 +80,15 @@ class Limits:
     placeholders_in_order: bool = True
     reject_commentary: bool = True
     meta_pattern: str = META_PATTERN
-    opener_pattern: str = OPENER_PATTERN
-    source_opener_pattern: str = SOURCE_OPENER_PATTERN
+    opener_pairs: tuple = OPENER_PAIRS
     closer_pattern: str = CLOSER_PATTERN
     source_closer_pattern: str = SOURCE_CLOSER_PATTERN
 
     @classmethod
     def from_params(cls, p) -> "Limits":
-        return cls(**{f.name: getattr(p, f.name) for f in fields(cls)})
+        kw = {f.name: getattr(p, f.name) for f in fields(cls)}
+        kw["opener_pairs"] = tuple(tuple(x) for x in kw["opener_pairs"])  # hashable, like the default
+        return cls(**kw)
 
 
 # ---- scripts -----------------------------------------------------------------------------------------------------
@@ -175,8 +183,9 @@ def has_commentary(source: str, output: str, limits: Limits) -> bool:
     meta = re.compile(limits.meta_pattern)
     if meta.search(o_first) and not meta.search(s_first) or meta.search(o_last) and not meta.search(s_last):
         return True
-    if re.search(limits.opener_pattern, o_first) and not re.search(limits.source_opener_pattern, s_first):
-        return True
+    for reply_opener, source_opener in limits.opener_pairs:
+        if re.search(reply_opener, o_first) and not re.search(source_opener, s_first):
+            return True
     if o_last != o_first and re.search(limits.closer_pattern, o_last) \
             and not re.search(limits.source_closer_pattern, s_last):
         return True
@@ -189,7 +198,9 @@ def check_translation(source: str, output: str, register: str, limits: Limits, t
         return ["empty"]
     reasons: list[str] = []
     src_plain, out_plain = strip_verbatim(source), strip_verbatim(output)
-    if count_code_blocks(source) != count_code_blocks(output):
+    # Fenced blocks as CommonMark reads them, byte-identical and in order: a block the model wrote itself, or text
+    # glued to a restored block's closing fence (which unterminates it and hides the text inside) both fail.
+    if FENCE_RE.findall(source) != FENCE_RE.findall(output):
         reasons.append("code_blocks")
     if limits.reject_commentary and has_commentary(source, output, limits):
         reasons.append("commentary")

@@ -219,8 +219,6 @@ class OpenAIBackend(Backend):
         budget, raised = self.cfg.max_tokens, False
         attempt = 0
         while attempt < self.params.max_attempts:
-            if attempt:
-                self.stats.retries += 1
             messages = self.prompt.messages(job.masked.text, job.register, reasons or None, context)
             temperature = None if self.cfg.temperature is None else min(1.0, self.cfg.temperature + 0.3 * attempt)
             try:
@@ -242,6 +240,8 @@ class OpenAIBackend(Backend):
                 reasons = []  # not the model's fault: no retry note
                 continue  # the same attempt again, with the larger budget
             attempt += 1
+            if attempt < self.params.max_attempts:
+                self.stats.retries += 1  # a re-translation
         return reasons
 
     async def _complete(self, client: httpx.AsyncClient, messages: list[dict], temperature: float | None, job: Job,
