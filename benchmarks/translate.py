@@ -13,6 +13,15 @@ python benchmarks/translate.py
 3. kill -9 mid-run, rerun: conversations lost or duplicated in the outputs, duplicate memory keys (target 0).
 4. Register classifier on ../shared/data/korean_smile_style (formal vs informal columns of 3470 parallel pairs):
    accuracy per class (target >= 0.95); null when the shared data is absent.
+5. Quality gate. faulty_replies_accepted (target 0): the stage (max_attempts 1) against the same server answering
+   every request with the next fault class of tests/translate_server.py FAULT_MODES that applies to its text
+   (commentary in either language, finish_reason length, a thinking model's empty reply, a reply cut after two of
+   three sentences, Chinese, Japanese, mixed script, invented sentences, reordered or rewritten code, untranslated,
+   wrong register, lost placeholders, empty) over the shipped sample and 300 bench conversations; a faulty reply
+   counts as accepted when its chunk reached the memory without ever getting a correct reply.
+   clean_replies_rejected (target < 0.02): correct translations rejected, over the 54 human reference
+   translations (assets/lima/translation_memory.jsonl, through the same restore + check path) and the correct
+   replies of run 1.
 Work files go to .bench/translate/ (gitignored). The last line of output is one JSON object.
 """
 from __future__ import annotations
@@ -33,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from translate_server import FakeLLMServer, random_faults  # noqa: E402
+from translate_server import FAULT_MODES, FakeLLMServer, fault_cycle, random_faults  # noqa: E402
 
 WORK = REPO / ".bench" / "translate"
 SMILE = REPO.parent / "shared" / "data" / "korean_smile_style" / "smilestyle_dataset.tsv"
@@ -65,11 +74,12 @@ def make_input(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps({"conversations": [q, "\n\n".join(parts)], "source": "bench"}) + "\n")
 
 
-def write_params(path: Path, input_path: Path, base_url: str) -> None:
+def write_params(path: Path, input_path: Path, base_url: str, **extra) -> None:
     import yaml
 
     t = {
         "input": str(input_path), "backend": "openai", "model": "bench-model", "seed_memory": [],
+        "prompt_version": "v2", **extra,
         "openai": {"base_url": base_url, "api_key_env": KEY_ENV, "concurrency": CONCURRENCY,
                    "timeout_s": CLIENT_TIMEOUT_S, "max_retries": 8, "backoff_base_s": 0.2, "backoff_max_s": 2.0},
     }
@@ -151,6 +161,65 @@ def register_accuracy() -> dict:
             "register_pairs": len(pairs), "register_seconds": round(time.monotonic() - t0, 1)}
 
 
+def reference_rejections() -> tuple[int, int, dict]:
+    """(rejected, total, reasons) of the human reference translations through judge() (restore + every check)."""
+    from koblla.translate.backends.base import Job, judge
+    from koblla.translate.params import TranslateParams
+    from koblla.translate.segment import mask, mask_with
+    from koblla.translate.validate import Limits
+
+    limits = Limits.from_params(TranslateParams())
+    rejected, total, reasons = 0, 0, Counter()
+    for line in (REPO / "assets" / "lima" / "translation_memory.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        m = mask(rec["source"])
+        job = Job(rec["key"], rec["source"], rec["register"], m, "reference")
+        text, why = judge(job, mask_with(rec["translation"], m.spans), limits, "stop")
+        total += 1
+        if text is None:
+            rejected += 1
+            reasons.update(why)
+    return rejected, total, dict(reasons)
+
+
+def quality_gate(result: dict) -> None:
+    """Step 5: a fault mix through the real stage, and correct translations through the gate."""
+    inp = WORK / "gate_input.jsonl"
+    make_input(inp, 300, seed=7)
+    with open(inp, "a", encoding="utf-8") as f:
+        f.write((REPO / "assets" / "lima" / "lima_sample.jsonl").read_text(encoding="utf-8"))
+    with FakeLLMServer(plan=fault_cycle()) as srv:
+        params = WORK / "gate_params.yaml"
+        write_params(params, inp, srv.base_url, max_attempts=1)
+        finish(stage(params, "gate"))
+        sent = list(srv.sent)
+    metrics = json.loads((WORK / "gate" / "metrics.json").read_text())
+    got_ok = {src for mode, src, _ in sent if mode == "ok"}
+    from koblla.translate.segment import mask
+
+    mem = [json.loads(x) for x in (WORK / "gate" / "tm" / "memory.jsonl").read_text(encoding="utf-8").splitlines()]
+    accepted_faulty = [r for r in mem if mask(r["source"]).text not in got_ok]
+    faulty_sent = Counter(mode for mode, _, _ in sent if mode != "ok")
+    missing = sorted(set(FAULT_MODES) - set(faulty_sent))
+    assert not missing, f"fault classes never sent: {missing}"
+    ref_rej, ref_total, ref_reasons = reference_rejections()
+    run_a = json.loads((WORK / "a" / "metrics.json").read_text())
+    ok_a = result["server_modes"].get("ok", 0)
+    rej_a = sum(run_a["rejected_attempts_by_reason"].values())
+    result.update(
+        faulty_replies_sent=sum(faulty_sent.values()), faulty_replies_by_class=dict(sorted(faulty_sent.items())),
+        faulty_replies_accepted=len(accepted_faulty), faulty_rejections_by_reason=metrics["rejected_attempts_by_reason"],
+        clean_reference_rejected=ref_rej, clean_reference_total=ref_total, clean_reference_reasons=ref_reasons,
+        clean_run1_rejected=rej_a, clean_run1_total=ok_a,
+        clean_replies_rejected=round((ref_rej + rej_a) / (ref_total + ok_a), 4),
+    )
+    for r in accepted_faulty[:5]:
+        print(f"   ACCEPTED FAULTY: {r['source'][:70]!r} -> {r['translation'][:70]!r}")
+    print(f"   faulty replies: {sum(faulty_sent.values())} sent over {len(faulty_sent)} classes, "
+          f"{len(accepted_faulty)} accepted; clean replies rejected: reference {ref_rej}/{ref_total}, "
+          f"run 1 {rej_a}/{ok_a}")
+
+
 def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -206,6 +275,9 @@ def main() -> None:
     print("4. register classifier on korean_smile_style (formal vs informal)")
     result.update(register_accuracy())
     print(f"   formal {result['register_accuracy_formal']}, informal {result['register_accuracy_informal']}")
+    print("5. quality gate: a fault mix covering every class, and correct translations")
+    quality_gate(result)
+    result["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, ensure_ascii=False))
 
 

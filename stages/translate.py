@@ -5,10 +5,11 @@ python -m stages.translate --out-dir data/lima_ko --memory data/translation_memo
 Reads params.yaml `translate` (input, backend, model, register, ...). The default backend `memory` serves the
 shipped reference translations offline; `openai` calls any OpenAI-compatible endpoint (the API key is read from
 the env var named in translate.openai.api_key_env); `hf` runs a local transformers chat model. Writes
-kolima.jsonl, bilima_en_ko.jsonl, bilima_ko_en.jsonl and side_by_side.jsonl under --out-dir, appends new
+kolima.jsonl, bilima_en_ko.jsonl, bilima_ko_en.jsonl, lima_en.jsonl and side_by_side.jsonl under --out-dir, appends new
 translations to --memory/memory.jsonl, and writes counts to --metrics. See docs/translate.md.
 Example (one-off, Gemini):
-  GEMINI_API_KEY=... dvc exp run -S translate.backend=openai -S translate.model=gemini-2.0-flash
+  GEMINI_API_KEY=... dvc exp run -S translate.backend=openai -S translate.model=gemini-2.5-flash \
+      -S translate.prompt_version=v2
 """
 import sys
 
@@ -18,7 +19,7 @@ from koblla.params import load_section
 
 def main(argv=None):
     p = make_parser(__doc__)
-    p.add_argument("--out-dir", required=True, help="folder for the four JSONL files (replaced atomically)")
+    p.add_argument("--out-dir", required=True, help="folder for the five JSONL files (replaced atomically)")
     p.add_argument("--memory", required=True, help="translation-memory folder (memory.jsonl is appended to)")
     p.add_argument("--metrics", default=None, help="metrics JSON path")
     a = p.parse_args(argv)

@@ -224,7 +224,7 @@ def test_haeyo_variant_served_offline(params, tmp_path):
 
 
 def test_memory_misses_fail_with_list_and_how_to(params, tmp_path):
-    params.model = "gemini-2.0-flash"  # memory keys include the model: the reference translations do not match
+    params.model = "gemini-2.5-flash"  # memory keys include the model: the reference translations do not match
     with pytest.raises(KoBLLaError) as e:
         run_translate(params, tmp_path / "out", tmp_path / "tm", None)
     msg = str(e.value)

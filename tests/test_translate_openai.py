@@ -107,7 +107,7 @@ def test_rejected_key_stops_with_clear_message(tmp_path):
             return 401, {}, b'{"error": "bad key"}'
 
     with Unauthorized() as srv:
-        with pytest.raises(KoBLLaError, match="401.*KOBLLA_TEST_KEY") as e:
+        with pytest.raises(KoBLLaError, match="(?s)401.*KOBLLA_TEST_KEY") as e:
             run_translate(make_params(srv), tmp_path / "o", tmp_path / "tm", None)
     assert SECRET not in str(e.value)
 

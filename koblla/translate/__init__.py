@@ -31,6 +31,7 @@ def run_translate(params, out_dir: str | Path, memory_dir: str | Path, metrics_p
         "assistant_register": params.assistant_register,
         "items": len(convs),
         "items_written": counts["kolima"],
+        "items_written_en": counts["lima_en"],
         "items_flagged": sum(not r.ok for r in results),
         "skipped_records": report.skipped,
         "skip_reasons": report.skip_reasons,

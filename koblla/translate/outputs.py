@@ -4,7 +4,10 @@ All three datasets come from the same translation of each turn:
 - kolima.jsonl: every turn Korean (user 반말, assistant 존댓말)
 - bilima_en_ko.jsonl: English user turns, Korean assistant turns
 - bilima_ko_en.jsonl: Korean user turns, English assistant turns
-Conversations with a flagged turn are left out of the three datasets and marked in side_by_side.jsonl.
+- lima_en.jsonl: the English source conversations, unchanged (all of them: no translation involved), for
+  English retention in the instruct mix
+Conversations with a flagged turn are left out of the three translated datasets; side_by_side.jsonl marks every
+turn with the quality-gate checks it passed (`checks`) and flagged turns with their reasons (`flags`).
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ def _line(obj) -> str:
 
 
 def write_outputs(results: list[Translated], out_dir: str | Path, system_prompt: str = "") -> dict[str, int]:
-    """Write the four files into `out_dir` atomically; returns rows written per file."""
-    counts = {name: 0 for name in DATASETS} | {"side_by_side": 0}
+    """Write the five files into `out_dir` atomically; returns rows written per file."""
+    counts = {name: 0 for name in DATASETS} | {"lima_en": 0, "side_by_side": 0}
     with atomic_dir(out_dir) as tmp:
         files = {name: open(tmp / f"{name}.jsonl", "w", encoding="utf-8") for name in counts}
         try:
@@ -45,8 +48,12 @@ def write_outputs(results: list[Translated], out_dir: str | Path, system_prompt:
                 files["side_by_side"].write(_line({
                     "id": c.id, "source": c.source, "en": list(c.turns), "ko": tr.korean,
                     "flags": {str(i): r for i, r in tr.flags.items()},
+                    "checks": {str(i): r for i, r in tr.checks.items()},
                 }))
                 counts["side_by_side"] += 1
+                msgs = to_messages(list(c.turns), list(c.turns), "en", "en", system_prompt)
+                files["lima_en"].write(_line({"id": c.id, "source": c.source, "messages": msgs}))
+                counts["lima_en"] += 1
                 if not tr.ok:
                     continue
                 for name, (ul, al) in DATASETS.items():

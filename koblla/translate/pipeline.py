@@ -19,7 +19,7 @@ from koblla.translate.memory import TranslationMemory, memory_key
 from koblla.translate.prompts import load_prompt
 from koblla.translate.register import register_ok
 from koblla.translate.segment import PLACEHOLDER_RE, mask, split_message
-from koblla.translate.validate import Limits
+from koblla.translate.validate import Limits, check_translation, checks_passed
 
 log = logging.getLogger(__name__)
 TARGET_LANG = "ko"
@@ -38,6 +38,7 @@ class Translated:
     conv: Conversation
     korean: list[str | None]  # None where a turn has a flagged chunk
     flags: dict[int, list[str]] = field(default_factory=dict)  # turn index -> reasons
+    checks: dict[int, list[str]] = field(default_factory=dict)  # turn index -> quality-gate checks passed
 
     @property
     def ok(self) -> bool:
@@ -48,7 +49,12 @@ def turn_register(index: int, assistant_register: str) -> str:
     return "banmal" if index % 2 == 0 else assistant_register
 
 
-def plan_turn(text: str, register: str, params, jobs: dict[str, Job], where: str) -> list[Piece]:
+def plan_turn(text: str, register: str, params, jobs: dict[str, Job], where: str,
+              history: list[tuple[str, str, str | None]] | None = None) -> list[Piece]:
+    """Pieces of one turn; new chunks become Jobs whose context is `history` (the conversation so far, grown here
+    chunk by chunk, so a long answer's later chunks see its earlier ones)."""
+    history = [] if history is None else history
+    role = "user" if register == "banmal" else "assistant"
     pieces = []
     for chunk, sep in split_message(text, params.chunk_tokens):
         core = chunk.strip()
@@ -56,10 +62,15 @@ def plan_turn(text: str, register: str, params, jobs: dict[str, Job], where: str
         masked = mask(core)
         if not re.search(r"[^\W\d_]", PLACEHOLDER_RE.sub("", masked.text)):  # no letters: nothing to translate
             pieces.append(Piece(None, lead, core, trail))
+            if core:
+                history.append((role, core, None))
             continue
         key = memory_key(core, TARGET_LANG, register, params.prompt_version, params.model)
-        jobs.setdefault(key, Job(key, core, register, masked, where))
+        if key not in jobs:
+            context = list(history) if params.context else []
+            jobs[key] = Job(key, core, register, masked, where, [c for c in context if c[2] != key])
         pieces.append(Piece(key, lead, core, trail))
+        history.append((role, core, key))
     return pieces
 
 
@@ -70,22 +81,24 @@ def translate_conversations(
     prompt = load_prompt(params.prompt_version)
     limits = Limits.from_params(params)
     jobs: dict[str, Job] = {}
-    layout = [
-        [plan_turn(t, turn_register(i, params.assistant_register), params, jobs, f"{c.id} turn {i}")
-         for i, t in enumerate(c.turns)]
-        for c in convs
-    ]
+    layout = []
+    for c in convs:
+        history: list[tuple[str, str, str | None]] = []
+        layout.append([plan_turn(t, turn_register(i, params.assistant_register), params, jobs, f"{c.id} turn {i}",
+                                 history) for i, t in enumerate(c.turns)])
     hits = sum(k in memory for k in jobs)
     misses = [j for k, j in jobs.items() if k not in memory]
     log.info("%d conversations, %d unique chunks to translate: %d in memory, %d for backend %s",
              len(convs), len(jobs), hits, len(misses), params.backend)
     backend = make_backend(params, prompt, limits)
+    backend.translation_of = memory.get
 
     def accept(job: Job, text: str) -> None:
         memory.put(job.source, TARGET_LANG, job.register, params.prompt_version, params.model, text, backend.name)
 
     flagged = backend.run(misses, accept) if misses else {}
     out: list[Translated] = []
+    rechecked: dict[str, list[str]] = {}  # key -> reasons; memory entries pass the current gate once per key
     for conv, turns in zip(convs, layout):
         tr = Translated(conv, [])
         for i, pieces in enumerate(turns):
@@ -94,15 +107,20 @@ def translate_conversations(
                 if p.key is None:
                     parts.append(p.lead + p.text + p.trail)
                 elif (text := memory.get(p.key)) is not None:
+                    if p.key not in rechecked:  # also what an older, laxer gate let into the memory
+                        rechecked[p.key] = check_translation(jobs[p.key].source, text, jobs[p.key].register, limits)
+                    reasons.extend(rechecked[p.key])
                     parts.append(p.lead + text + p.trail)
                 else:
                     reasons.extend(flagged.get(p.key, ["missing"]))
+            tr.checks[i] = checks_passed(reasons)
             if reasons:
                 tr.flags[i] = sorted(set(reasons))
                 tr.korean.append(None)
             else:
                 tr.korean.append("".join(parts))
         out.append(tr)
+    memory_rejected = Counter(r for rs in rechecked.values() for r in rs)
     s = backend.stats
     counters = {
         "chunks": sum(len(p) for turns in layout for p in turns),
@@ -118,6 +136,9 @@ def translate_conversations(
         "rejected_attempts_by_reason": dict(s.rejected),
         "failures_by_reason": dict(Counter(r for rs in flagged.values() for r in rs)),
         "flagged_chunks": len(flagged),
+        # memory entries that fail today's gate (written by an older, laxer one): their turns are flagged
+        "memory_entries_rejected": sum(bool(rs) for rs in rechecked.values()),
+        "memory_rejected_by_reason": dict(memory_rejected),
     }
     counters.update(register_compliance(out, params, limits))
     return out, counters

@@ -17,9 +17,13 @@ class Prompt:
     system: str
     registers: dict[str, str]
     retry_note: str
+    context: str = ""  # template with {context}; "" = this prompt version sends no conversation context
 
-    def messages(self, masked_text: str, register: str, retry_reasons: list[str] | None = None) -> list[dict]:
+    def messages(self, masked_text: str, register: str, retry_reasons: list[str] | None = None,
+                 context: str | None = None) -> list[dict]:
         system = self.system.replace("{register_rule}", self.registers[register]).strip()
+        if context and self.context:
+            system += "\n\n" + self.context.replace("{context}", context).strip()
         if retry_reasons:
             system += "\n\n" + self.retry_note.replace("{reasons}", ", ".join(retry_reasons))
         return [{"role": "system", "content": system}, {"role": "user", "content": masked_text}]
@@ -38,4 +42,5 @@ def load_prompt(version: str, prompts_dir: Path = PROMPTS_DIR) -> Prompt:
     missing = {"banmal", "hapsyo", "haeyo"} - set(data.get("registers", {}))
     if missing:
         raise ParamsError(f"{path}: registers {sorted(missing)} missing")
-    return Prompt(version, data["system"], data["registers"], data.get("retry_note", ""))
+    return Prompt(version, data["system"], data["registers"], data.get("retry_note", ""),
+                  data.get("context", ""))

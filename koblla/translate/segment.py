@@ -11,7 +11,64 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-FENCE_RE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.S | re.M)
+_FENCE_OPEN_RE = re.compile(r"^([ \t]*)(`{3,}|~{3,})([^\n]*)$", re.M)
+
+
+class _FenceMatch:
+    """A fenced code block found by `Fences` (the re.Match methods the callers use)."""
+
+    def __init__(self, text: str, start: int, end: int):
+        self.string, self._start, self._end = text, start, end
+
+    def group(self, n: int = 0) -> str:
+        assert n == 0, "fence matches have no groups"
+        return self.string[self._start:self._end]
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+
+class Fences:
+    """Fenced code blocks as CommonMark reads them: an opening line of 3+ backticks or tildes (a backtick fence's
+    info string holds no backtick), closed by a line of the SAME character at least as long with nothing but
+    spaces after it; a fence left open runs to the end of the text. So a ```` block that shows a ``` block inside
+    is one block, and ~~~ works too. Indentation is allowed (fences inside list items). Offers the re.Pattern
+    methods the callers use (finditer, findall, sub, fullmatch)."""
+
+    def finditer(self, text: str):
+        pos = 0
+        while (m := _FENCE_OPEN_RE.search(text, pos)) is not None:
+            fence, info = m.group(2), m.group(3)
+            if fence[0] == "`" and "`" in info:  # "```a``` b": inline code, not a fence
+                pos = m.end() + 1
+                continue
+            close = re.compile(r"^[ \t]*" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$", re.M)
+            c = close.search(text, m.end() + 1) if m.end() < len(text) else None
+            end = c.end() if c else len(text)
+            yield _FenceMatch(text, m.start(), end)
+            pos = end + 1
+
+    def findall(self, text: str) -> list[str]:
+        return [m.group(0) for m in self.finditer(text)]
+
+    def sub(self, repl, text: str) -> str:
+        out, pos = [], 0
+        for m in self.finditer(text):
+            out.append(text[pos:m.start()])
+            out.append(repl(m))
+            pos = m.end()
+        out.append(text[pos:])
+        return "".join(out)
+
+    def fullmatch(self, text: str):
+        ms = list(self.finditer(text))
+        return ms[0] if len(ms) == 1 and ms[0].start() == 0 and ms[0].end() == len(text) else None
+
+
+FENCE_RE = Fences()
 # inline LaTeX $x^2$ (not "$5 and $10"); Korean particles may follow directly ("$x$는")
 _INLINE_LATEX = re.compile(r"(?<![A-Za-z0-9$])\$(?=\S)[^$\n]{1,200}?(?<=\S)\$(?![A-Za-z0-9$])")
 _SPAN_PATTERNS = [

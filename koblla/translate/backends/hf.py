@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from koblla.translate.backends.base import Backend, BackendError, Job, judge
+from koblla.translate.backends.base import Backend, BackendError, Job, judge, render_context
 
 log = logging.getLogger(__name__)
 SAMPLING_TEMPERATURE = 0.7  # re-translations only
@@ -78,8 +78,11 @@ class HFBackend(Backend):
 
     def _generate(self, torch, tok, model, device, batch: list[Job], attempt: int, reasons_of: dict) -> list[str]:
         prompts = [
-            tok.apply_chat_template(self.prompt.messages(j.masked.text, j.register, reasons_of.get(j.key)),
-                                    tokenize=False, add_generation_prompt=True)
+            tok.apply_chat_template(
+                self.prompt.messages(j.masked.text, j.register, reasons_of.get(j.key),
+                                     # earlier chunks translated in an earlier batch or run come with their Korean
+                                     render_context(j, self.translation_of, self.params.context_chars)),
+                tokenize=False, add_generation_prompt=True)
             for j in batch
         ]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)

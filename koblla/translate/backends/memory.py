@@ -5,7 +5,8 @@ from koblla.translate.backends.base import Backend, BackendError
 
 HOW_TO = (
     "To translate them, configure a backend in params.yaml, e.g. for Gemini's OpenAI-compatible endpoint:\n"
-    "  translate.backend: openai\n  translate.model: gemini-2.0-flash\n"
+    "  translate.backend: openai\n  translate.model: gemini-2.5-flash   (list your key's models: docs/translate.md)\n"
+    "  translate.prompt_version: v2\n"
     "  translate.openai.base_url: https://generativelanguage.googleapis.com/v1beta/openai/\n"
     "  translate.openai.api_key_env: GEMINI_API_KEY   (and export GEMINI_API_KEY=...)\n"
     "or translate.backend: hf with translate.hf.model_path: /path/to/local/chat-model (see docs/translate.md).\n"

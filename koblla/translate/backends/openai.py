@@ -5,8 +5,14 @@ during a backoff sleep, so failing requests do not starve the others; retries ta
 so they do not pile up into a long tail at the end of the run). Quotas: RPM and TPM token buckets.
 Transport retries (429, 5xx, timeouts, connection errors, unreadable JSON): up to `max_retries`, sleeping
 full-jitter exponential backoff, min(backoff_max_s, backoff_base_s * 2**retry) * U(0, 1), but never less than the
-server's Retry-After. Configuration errors (401/403/404) stop the run. Validation failures re-translate up to
-max_attempts with a note on why, at a temperature raised by 0.3 per attempt (a deterministic model repeats itself).
+server's Retry-After. Every other 4xx (400 for a bad key at Gemini, an unsupported parameter at OpenAI; 401, 403,
+404 ...) stops the run at once with the provider's message, and so does a failed preflight: before the first
+translation one cheap call (GET {base_url}/models, or a 1-token completion) checks URL, key and model. Validation
+failures re-translate up to max_attempts with a note on why, at a temperature raised by 0.3 per attempt (a
+deterministic model repeats itself). A reply cut by the output budget (finish_reason "length", thinking models
+spend it on thinking) is asked again once with max_tokens x truncation_budget_factor, then flagged "truncated".
+Each request carries the conversation so far (prompt v2+): a chunk waits for the earlier chunks of its
+conversation, whose accepted translations go into its context.
 
 The API key is read from the environment variable NAMED in params and goes only into the Authorization header:
 it is never logged, stored or put into an exception message.
@@ -29,14 +35,40 @@ from concurrent.futures.process import BrokenProcessPool
 import httpx
 from tqdm import tqdm
 
-from koblla.translate.backends.base import Backend, BackendError, Job, judge
+from koblla.translate.backends.base import Backend, BackendError, Job, judge, render_context
 from koblla.translate.ratelimit import PrioritySlots, RateLimiter
 from koblla.translate.register import kiwi
 from koblla.translate.segment import estimate_tokens
 
 log = logging.getLogger(__name__)
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-FATAL_STATUS = {401: "the API key was rejected", 403: "access denied", 404: "unknown URL or model"}
+FATAL_HINT = {400: "bad request: an invalid key (Gemini answers 400 API_KEY_INVALID) or a parameter the model does "
+                   "not accept (max_tokens vs max_completion_tokens, temperature, extra_body)",
+              401: "the API key was rejected", 403: "access denied", 404: "unknown URL or model"}
+RETRYABLE_4XX = {408, 409, 429}
+
+
+def provider_message(resp: httpx.Response) -> str:
+    """The provider's own error text: error.message (+ reason) from an OpenAI-style body, Gemini's list-wrapped
+    body ([{"error": {...}}]) or a plain text body, shortened."""
+    try:
+        data = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return resp.text.strip()[:500] or "(empty body)"
+    if isinstance(data, list) and data:
+        data = data[0]
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        msg = str(err.get("message") or err.get("status") or json.dumps(err)[:500])
+        reasons = [d.get("reason") for d in err.get("details") or [] if isinstance(d, dict) and d.get("reason")]
+        code = err.get("status") or err.get("code") or err.get("type")
+        extra = ", ".join(str(x) for x in [code, *reasons] if x)
+        return f"{msg} ({extra})" if extra else msg
+    return str(err)[:500]
+
+
+class FatalHTTP(BackendError):
+    pass
 
 
 class Retryable(Exception):
@@ -130,6 +162,7 @@ class OpenAIBackend(Backend):
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
     def run(self, jobs, accept):
+        self.preflight()
         self._pool = pool = validator_pool()
         try:
             ready = pool.submit(_validator_ready)  # starts the worker (its analyser loads in seconds) ...
@@ -151,12 +184,21 @@ class OpenAIBackend(Backend):
         pool = httpx.Limits(max_connections=c.concurrency, max_keepalive_connections=c.concurrency)
         async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(c.timeout_s), limits=pool) as client:
 
+            done = {j.key: asyncio.Event() for j in jobs}
+
             async def one(job: Job) -> None:
-                reasons = await self._translate(client, job, accept)
-                if reasons:
-                    flagged[job.key] = reasons
-                    log.warning("flagged %s after %d attempt(s): %s", job.where, self.params.max_attempts, reasons)
-                bar.update(1)
+                try:
+                    for _, _, key in job.context:  # earlier chunks of the conversation first: they are context
+                        if key in done:
+                            await done[key].wait()
+                    reasons = await self._translate(client, job, accept)
+                    if reasons:
+                        flagged[job.key] = reasons
+                        log.warning("flagged %s after %d attempt(s): %s", job.where, self.params.max_attempts,
+                                    reasons)
+                    bar.update(1)
+                finally:
+                    done[job.key].set()
 
             tasks = [asyncio.create_task(one(j)) for j in jobs]
             try:
@@ -173,33 +215,44 @@ class OpenAIBackend(Backend):
     async def _translate(self, client: httpx.AsyncClient, job: Job, accept) -> list[str]:
         """Attempts until one validates: [] on success (accept() called), else the last attempt's reasons."""
         reasons: list[str] = []
-        for attempt in range(self.params.max_attempts):
-            if attempt:
-                self.stats.retries += 1
-            messages = self.prompt.messages(job.masked.text, job.register, reasons or None)
-            temperature = min(1.0, self.cfg.temperature + 0.3 * attempt)
+        context = render_context(job, self.translation_of, self.params.context_chars)
+        budget, raised = self.cfg.max_tokens, False
+        attempt = 0
+        while attempt < self.params.max_attempts:
+            messages = self.prompt.messages(job.masked.text, job.register, reasons or None, context)
+            temperature = None if self.cfg.temperature is None else min(1.0, self.cfg.temperature + 0.3 * attempt)
             try:
-                raw = await self._complete(client, messages, temperature, job, retried=attempt > 0)
+                raw, finish = await self._complete(client, messages, temperature, job, budget, retried=attempt > 0)
             except Retryable as e:
                 return ["backend_error"] if e.kind == "exhausted" else [e.kind]
-            text, reasons = await asyncio.get_running_loop().run_in_executor(self._pool, judge, job, raw, self.limits)
+            text, reasons = await asyncio.get_running_loop().run_in_executor(
+                self._pool, judge, job, raw, self.limits, finish)
             if text is not None:
                 accept(job, text)
                 return []
             self.stats.rejected.update(reasons)
             log.debug("%s attempt %d rejected: %s", job.where, attempt + 1, reasons)
+            if reasons == ["truncated"]:
+                if raised:
+                    return reasons  # cut even with the larger budget: flag it
+                budget, raised = int(budget * self.cfg.truncation_budget_factor), True
+                self.stats.retries += 1
+                reasons = []  # not the model's fault: no retry note
+                continue  # the same attempt again, with the larger budget
+            attempt += 1
+            if attempt < self.params.max_attempts:
+                self.stats.retries += 1  # a re-translation
         return reasons
 
-    async def _complete(self, client: httpx.AsyncClient, messages: list[dict], temperature: float, job: Job,
-                        retried: bool = False) -> str:
+    async def _complete(self, client: httpx.AsyncClient, messages: list[dict], temperature: float | None, job: Job,
+                        max_tokens: int, retried: bool = False) -> tuple[str, str | None]:
         c = self.cfg
-        body = {"model": self.params.model, "messages": messages, "temperature": temperature,
-                "max_tokens": c.max_tokens}
+        body = self.body(messages, temperature, max_tokens)
         prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
         for retry in range(c.max_retries + 1):
             if retry:
                 self.stats.retries += 1
-            await self._limiter.acquire(prompt_tokens + min(c.max_tokens, 2 * estimate_tokens(job.source)))
+            await self._limiter.acquire(prompt_tokens + min(max_tokens, 2 * estimate_tokens(job.source)))
             try:
                 async with self._slots.slot(priority=0 if retry or retried else 1):
                     self.stats.requests += 1
@@ -222,26 +275,86 @@ class OpenAIBackend(Backend):
         log.warning("%s: giving up after %d retries (last: %s)", job.where, c.max_retries, failure.kind)
         raise Retryable("exhausted")
 
-    def _parse(self, resp: httpx.Response, prompt_tokens: int) -> str:
+    def fatal(self, resp: httpx.Response, what: str,
+              after: str = "Fix these and rerun; translations so far are in the memory.") -> FatalHTTP:
+        """The stage-stopping error for a 4xx: provider message, URL, model and the key's env var NAME (never the key)."""
+        hint = FATAL_HINT.get(resp.status_code, "client error")
+        return FatalHTTP(
+            f"{what}: {resp.request.method} {resp.request.url} answered HTTP {resp.status_code}: "
+            f"{provider_message(resp)}\n  {hint}.\n  model: {self.params.model!r} (translate.model); "
+            f"base_url: {self.cfg.base_url} (translate.openai.base_url); key from env var {self.cfg.api_key_env} "
+            f"(translate.openai.api_key_env). {after}"
+        )
+
+    def _parse(self, resp: httpx.Response, prompt_tokens: int) -> tuple[str, str | None]:
         status = resp.status_code
-        if status == 429 or status >= 500:
+        if status in RETRYABLE_4XX or status >= 500:
             raise Retryable(f"http_{status}", parse_retry_after(resp.headers.get("retry-after")))
-        if status in FATAL_STATUS:
-            raise BackendError(
-                f"{self.url} answered {status} ({FATAL_STATUS[status]}): check translate.openai.base_url, "
-                f"translate.model ({self.params.model!r}) and the key in ${self.cfg.api_key_env}"
-            )
+        if 400 <= status < 500:
+            raise self.fatal(resp, "translate stopped")
         if status != 200:
-            self.stats.transport_errors[f"http_{status}"] += 1
-            log.warning("%s answered %d: %s", self.url, status, resp.text[:300])
-            return ""  # judged "empty": re-translated up to max_attempts, then flagged
+            raise Retryable(f"http_{status}")
         try:
             data = resp.json()
-            msg = data["choices"][0]["message"]
+            choice = data["choices"][0]
+            msg = choice["message"]
             content = msg.get("content") or ""
+            finish = choice.get("finish_reason")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise Retryable("bad_json") from None
         usage = data.get("usage") or {}
         self.stats.tokens_in += int(usage.get("prompt_tokens") or prompt_tokens)
         self.stats.tokens_out += int(usage.get("completion_tokens") or (estimate_tokens(content) if content else 0))
-        return content
+        return content, finish
+
+    def body(self, messages: list[dict], temperature: float | None, max_tokens: int) -> dict:
+        """The request body: model, messages, the output budget under the param name the provider wants, the
+        temperature unless it is None, then extra_body merged in verbatim (it wins on a clash)."""
+        body = {"model": self.params.model, "messages": messages, self.cfg.max_tokens_param: max_tokens}
+        if temperature is not None:
+            body["temperature"] = temperature
+        body.update(self.cfg.extra_body)
+        return body
+
+    def preflight(self) -> None:
+        """One cheap call before any work; a failure stops the stage with the provider's message."""
+        c = self.cfg
+        if c.preflight == "off":
+            return
+        base = c.base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        where = f"translate preflight ({c.preflight})"
+        try:
+            with httpx.Client(headers=headers, timeout=httpx.Timeout(c.timeout_s)) as client:
+                if c.preflight == "models":
+                    resp = client.get(base + "/models")
+                    if resp.status_code == 200:
+                        self._check_model_listed(resp)
+                        return
+                    if resp.status_code not in (404, 405):
+                        raise self.fatal(resp, where, "Fix these and rerun; nothing was translated.")
+                    where += ", /models not served, then a 1-token completion"
+                body = self.body([{"role": "user", "content": "Reply with OK."}], None, 1)
+                self.stats.requests += 1
+                resp = client.post(self.url, json=body)
+        except httpx.HTTPError as e:
+            raise BackendError(
+                f"{where}: cannot reach {base} ({type(e).__name__}: {e}); check translate.openai.base_url and that "
+                f"the server runs (model {self.params.model!r}, key from env var {c.api_key_env})"
+            ) from None
+        if resp.status_code != 200:
+            raise self.fatal(resp, where, "Fix these and rerun; nothing was translated.")
+
+    def _check_model_listed(self, resp: httpx.Response) -> None:
+        try:
+            ids = [str(m.get("id", "")) for m in resp.json().get("data", [])]
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+            return  # not an OpenAI-style list: the URL and key work, which is what the check is for
+        names = {i.removeprefix("models/") for i in ids}
+        if ids and self.params.model.removeprefix("models/") not in names:
+            shown = ", ".join(sorted(names)[:30]) + (" ..." if len(names) > 30 else "")
+            raise BackendError(
+                f"translate preflight (models): {resp.request.url} does not list model {self.params.model!r} "
+                f"(translate.model). It serves: {shown}. Set translate.model to one of these (key from env var "
+                f"{self.cfg.api_key_env}), or translate.openai.preflight: completion if this server lists only some."
+            )
