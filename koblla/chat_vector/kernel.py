@@ -2,8 +2,8 @@
 
 The difference of two bf16/fp16/fp32 values is exact in float64 and `korean + ratio * d` is rounded only at 2^-53,
 so the one rounding that matters is the last: float64 -> float32 -> dtype, to nearest even, as `torch.Tensor.to`
-does. bf16 (the pipeline's dtype) runs in one fused numba pass: each separate array op costs about one read of the
-data, and there would be ~9. fp16/fp32 use numpy float64 ops (same result, slower).
+does. bf16 (the pipeline's dtype) runs in one fused numba pass, 0.5 ns per element where the same numpy array ops
+take 41 ns (docs/chat_vector.md); fp16/fp32 use those numpy float64 ops (same result, slower).
 """
 from __future__ import annotations
 
