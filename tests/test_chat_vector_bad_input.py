@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,15 @@ def test_corrupt_safetensors(tmp_path, trio):
     (trio[0] / "model-00001-of-00003.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(InputError, match="model-00001-of-00003.safetensors.*korean"):
         run(trio, tmp_path / "out")
+
+
+def test_truncated_shard(tmp_path, trio):
+    """A shard cut short (an interrupted download) is refused before any block is mapped (no SIGBUS mid-merge)."""
+    shard = trio[2] / "model-00003-of-00003.safetensors"
+    os.truncate(shard, shard.stat().st_size - 1000)
+    with pytest.raises(InputError, match="model-00003-of-00003.safetensors.*instruct"):
+        run(trio, tmp_path / "out")
+    no_output(tmp_path, tmp_path / "out")
 
 
 class _WritesAFile:
