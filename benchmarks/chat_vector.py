@@ -173,9 +173,8 @@ def main() -> None:
     out_bytes = sum(json.loads((MODELS / "korean" / "model.safetensors.index.json").read_text())["metadata"]
                     .values())
     # numba compiles the fused kernel once per machine (a few seconds, cached on disk): not part of a run's cost
-    subprocess.run([PY, "-c", "import numpy as np; from koblla.chat_vector.kernel import merge_bf16, copy_bf16; "
-                    "a = np.zeros(8, np.uint16); merge_bf16(a, a, a, a.copy(), 1.0); copy_bf16(a, a.copy())"],
-                   cwd=ROOT, check=True)
+    subprocess.run([PY, "-c", "import numpy as np; from koblla.chat_vector.kernel import merge_block; "
+                    "a = np.zeros(8, np.uint8); merge_block(a, a, a, a.copy(), 1.0, 'BF16')"], cwd=ROOT, check=True)
     load_before = os.getloadavg()
     log(f"load average before: {load_before}; warming the page cache with the {len(files)} input files")
     measure("warm_cache", [PY, "-c", IO_FLOOR, ",".join(map(str, files)), "/dev/null", "0"])

@@ -2,14 +2,13 @@
 
 python -m stages.chat_vector --korean models/koblla-base --base models/meta/Meta-Llama-3-8B --instruct models/meta/Meta-Llama-3-8B-Instruct --out models/koblla-chatvec --metrics metrics/chat_vector.json
 
-out = korean + ratio * (instruct - base), tensor by tensor, computed in float64 and rounded once to the output
-dtype, streamed through fixed-size buffers (peak RSS well under 1 GB for any model size). Reads params.yaml's
-chat_vector section: ratio, overrides (regex -> ratio, first match wins), special_token_ids (rows copied from
-instruct into embed_tokens and lm_head), dtype, on_vocab_mismatch, shard_size_mb.
-Inputs: HF safetensors dirs (single file or sharded, as torchtune and `tune download` write them) or a Meta
-original/consolidated.00.pth (loaded only with weights_only=True). The output dir (replaced atomically) holds
-sharded safetensors + index, korean's config.json with instruct's eos, and instruct's tokenizer files, chat
-template, generation_config and original/tokenizer.model + params.json.
+out = korean + ratio * (instruct - base), tensor by tensor, computed in float64 and rounded once to the models'
+dtype (bf16, fp16 or fp32), streamed block by block (peak RSS well under 1 GB for any model size). Reads
+params.yaml's chat_vector section: ratio, overrides (regex -> ratio, first match wins), special_token_ids (rows
+copied from instruct into embed_tokens and lm_head), shard_size_mb.
+Inputs: HF safetensors dirs (single file or sharded, as torchtune and `tune download` write them). The output dir
+(replaced atomically) holds sharded safetensors + index, korean's config.json with instruct's eos, and instruct's
+tokenizer files, chat template, generation_config and original/tokenizer.model + params.json.
 
 Sweep the ratio:  dvc exp run -S chat_vector.ratio=0.5
 Community recipe (keep embeddings and norms Korean):
@@ -41,7 +40,7 @@ def main(argv=None):
     if not Path(a.korean).exists():
         raise InputError(f"--korean {a.korean}: does not exist (run the finetune_base stage first: "
                          "dvc repro finetune_base)")
-    from koblla.chat_vector import apply_chat_vector  # imports torch: keep --help fast
+    from koblla.chat_vector import apply_chat_vector  # imports numba: keep --help fast
 
     m = apply_chat_vector(a.korean, a.base, a.instruct, a.out, params)
     write_json(a.metrics, m)

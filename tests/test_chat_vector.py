@@ -67,17 +67,7 @@ def test_overrides_first_match_wins_and_special_rows(tmp_path):
     assert torch.equal(out["model.norm.weight"], k["model.norm.weight"])
 
 
-def test_output_dtype_param_rounds_once(tmp_path):
-    kor, base, inst = make_trio(tmp_path, torch.float32)
-    params = ChatVectorParams(ratio=0.7, dtype="bf16", special_token_ids=SPECIAL)
-    m = apply_chat_vector(kor, base, inst, tmp_path / "out", params)
-    ref = reference(load_model(kor), load_model(base), load_model(inst), params.ratio_for, torch.bfloat16)
-    assert_bitwise(load_model(tmp_path / "out"), ref)
-    assert m["dtype"] == "bf16"
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "bfloat16"
-
-
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])  # fused kernel (float32 partial sums) and torch path
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])  # fused numba kernel (float32 partial sums), numpy path
 def test_metrics(tmp_path, dtype):
     kor, base, inst = make_trio(tmp_path, DTYPES[dtype])
     params = ChatVectorParams(ratio=0.5, special_token_ids=[])
@@ -122,45 +112,15 @@ def test_output_layout_and_files_from_instruct(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temp dir left behind
 
 
-def test_vocab_mismatch_errors_or_keeps_korean(tmp_path):
+def test_vocab_mismatch_is_refused(tmp_path):
     kor, base, inst = make_trio(tmp_path, torch.bfloat16)
     k = load_model(kor)
     for n in ("model.embed_tokens.weight", "lm_head.weight"):
         k[n] = torch.cat([k[n], torch.randn(64, k[n].shape[1]).bfloat16()])
     kor2 = write_model(tmp_path / "korean_ext", k)
-    cfg = json.loads((kor2 / "config.json").read_text())
-    cfg["vocab_size"] = 128256 + 64
-    (kor2 / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(InputError, match="on_vocab_mismatch"):
+    with pytest.raises(InputError, match=r"(embed_tokens|lm_head)\.weight.*\[128320, 16\].*korean_ext.*\[128256, 16\]"):
         apply_chat_vector(kor2, base, inst, tmp_path / "out", ChatVectorParams())
     assert not (tmp_path / "out").exists()
-    params = ChatVectorParams(on_vocab_mismatch="keep_korean", special_token_ids=SPECIAL)
-    m = apply_chat_vector(kor2, base, inst, tmp_path / "out", params)
-    out = load_model(tmp_path / "out")
-    assert m["kept_korean_tensors"] == 2 and m["special_token_rows"] == 0
-    for n in ("model.embed_tokens.weight", "lm_head.weight"):
-        assert torch.equal(bits(out[n]), bits(k[n]))
-    body = {n: t for n, t in k.items() if "layers" in n or n == "model.norm.weight"}
-    ref = reference(body, load_model(base), load_model(inst), params.ratio_for, torch.bfloat16, special=[])
-    assert_bitwise({n: out[n] for n in body}, ref)
-    tc = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
-    assert tc["tag"] == "base" and tc["chat_template"] == "{{ messages }}"  # korean tokenizer, instruct template
-
-
-def test_meta_pth_input_matches_safetensors_input(tmp_path):
-    from torchtune.models.convert_weights import hf_to_tune, tune_to_meta
-
-    kor, base, inst = make_trio(tmp_path, torch.bfloat16)
-    apply_chat_vector(kor, base, inst, tmp_path / "out_hf", ChatVectorParams(special_token_ids=SPECIAL))
-    meta = tmp_path / "base_meta"
-    (meta / "original").mkdir(parents=True)
-    sd = tune_to_meta(hf_to_tune(load_model(base), num_heads=4, num_kv_heads=2, dim=16))
-    torch.save({n: t.clone() for n, t in sd.items()}, meta / "original" / "consolidated.00.pth")
-    (meta / "original" / "params.json").write_text((base / "original" / "params.json").read_text())
-    (meta / "config.json").write_text((base / "config.json").read_text())
-    apply_chat_vector(kor, meta, inst, tmp_path / "out_pth", ChatVectorParams(special_token_ids=SPECIAL))
-    a, b = load_model(tmp_path / "out_hf"), load_model(tmp_path / "out_pth")
-    assert_bitwise(b, a)
 
 
 def test_stage_cli_and_help(tmp_path, repo_root):

@@ -1,90 +1,147 @@
-"""Chat vector: out = korean + ratio * (instruct - base). Checks the three inputs, then streams the merge.
+"""Chat vector: out = korean + ratio * (instruct - base), streamed block by block into sharded safetensors.
 
-Everything that can be checked from headers and configs (keys, shapes, dtypes, architecture, eos, vocab, token
-ids, tokenizer) is checked before a byte is written; the merge itself (merger.py) streams into a temp dir that
-replaces the output only when complete, so an error (e.g. a NaN found mid-way) leaves no partial output.
+A block job maps a block of rows of the three inputs, merges it (kernel.py) into a reusable buffer and `pwrite`s it
+into the output shard, whose header was written first. Two threads run jobs, at most WINDOW in flight, so memory is
+fixed whatever the model size; the temp dir replaces `out` only when complete. docs/chat_vector.md says why.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import re
 import resource
+import shutil
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from koblla.atomic import atomic_dir
-from koblla.chat_vector.checkpoint import ITEMSIZE, Checkpoint, open_checkpoint
-from koblla.chat_vector.merger import MAX_FINITE, Merger
-from koblla.chat_vector.model_files import check_configs, check_tokenizer, model_dir, write_model_files
+from koblla.atomic import atomic_dir, write_json
+from koblla.chat_vector.checkpoint import ITEMSIZE, Checkpoint, Tensor, check_configs, check_tensors, open_checkpoint
+from koblla.chat_vector.kernel import decode, merge_block
 from koblla.chat_vector.params import ChatVectorParams
-from koblla.chat_vector.writer import plan_shards, write_index
 from koblla.errors import InputError
 
 log = logging.getLogger(__name__)
 
-CHUNK_ELEMENTS = 1 << 21  # elements per block (4 MiB of bf16); larger blocks cut per-block overhead, cost RSS
+CHUNK_ELEMENTS = 1 << 21  # elements per block (4 MiB of bf16): larger blocks cut per-block overhead, cost memory
+WINDOW = 4  # blocks in flight: two being merged, two queued
 EMBED_RE = re.compile(r"(embed_tokens|lm_head)\.weight$")
-OUT_DTYPES = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
+MAX_FINITE = {"BF16": 3.38e38, "F16": 65504.0, "F32": 3.40e38}  # below these no merged value can round to Inf
+HF_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+# The tokenizer side comes from the instruct model (chat template, eos <|eot_id|>); torchtune reads
+# original/tokenizer.model. Never original/consolidated.00.pth: a second full copy of the weights.
+INSTRUCT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                  "original/tokenizer.model", "original/params.json")
 
 
 def group_of(name: str) -> str:
     """Metric group of an HF Llama tensor name."""
     if EMBED_RE.search(name):
         return "embeddings"
-    if "norm" in name:
-        return "norms"
-    if "attn" in name:
-        return "attention"
-    if "mlp" in name:
-        return "mlp"
-    return "other"
+    return next((g for key, g in (("norm", "norms"), ("attn", "attention"), ("mlp", "mlp")) if key in name), "other")
 
 
-def check_tensors(ck: Checkpoint, cb: Checkpoint, ci: Checkpoint, keep_korean_vocab: bool) -> dict[str, bool]:
-    """name -> True to merge, False to keep korean's tensor (vocab mismatch, when told); errors name key and file."""
-    for other in (cb, ci):
-        for a, b in ((ck, other), (other, ck)):
-            missing = [k for k in a.tensors if k not in b.tensors]
-            if missing:
-                shown = ", ".join(repr(k) for k in missing[:5])
-                shown += f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-                raise InputError(
-                    f"tensor(s) {shown} of the {a.role} model ({a.tensors[missing[0]].file}) are missing from the "
-                    f"{b.role} model ({b.path}); all three models must have the same tensors"
-                )
-    plan: dict[str, bool] = {}
-    for name, k in ck.tensors.items():
-        b, i = cb.tensors[name], ci.tensors[name]
-        if b.shape != i.shape:
-            raise InputError(f"tensor {name!r}: shape {list(b.shape)} in base ({b.file}) but {list(i.shape)} in "
-                             f"instruct ({i.file})")
-        if k.shape != b.shape:
-            vocab_only = EMBED_RE.search(name) and len(k.shape) == 2 and k.shape[1:] == b.shape[1:]
-            if not vocab_only:
-                raise InputError(f"tensor {name!r}: shape {list(k.shape)} in korean ({k.file}) but {list(b.shape)} "
-                                 f"in base ({b.file})")
-            if not keep_korean_vocab:
-                raise InputError(
-                    f"tensor {name!r}: vocab size {k.shape[0]} in korean ({k.file}) but {b.shape[0]} in base "
-                    f"({b.file}); set chat_vector.on_vocab_mismatch: keep_korean to keep the korean embeddings"
-                )
-            plan[name] = False
-            continue
-        for t in (b, i):
-            if t.dtype != k.dtype:
-                raise InputError(f"tensor {name!r}: dtype {k.dtype} in korean ({k.file}) but {t.dtype} in "
-                                 f"{'base' if t is b else 'instruct'} ({t.file}); convert the checkpoints to one dtype")
-        plan[name] = True
-    return plan
+def _check_params(ck: Checkpoint, ci: Checkpoint, params: ChatVectorParams) -> None:
+    for name, t in ck.tensors.items():
+        bad = [s for s in params.special_token_ids if s >= t.rows]
+        if EMBED_RE.search(name) and bad:
+            raise InputError(f"chat_vector.special_token_ids {bad} are outside tensor {name!r} ({t.rows} rows)")
+    unused = [p for p in params.overrides if not any(re.search(p, n) for n in ck.tensors)]
+    if unused:
+        log.warning("chat_vector.overrides pattern(s) %s match no tensor", unused)
+    if not ((ci.path / "tokenizer.json").is_file() or (ci.path / "original" / "tokenizer.model").is_file()):
+        raise InputError(f"{ci.path}: no tokenizer.json or original/tokenizer.model to give the merged model")
+
+
+def _create_shards(out: Path, tensors: list[Tensor], shard_bytes: int) -> tuple[list[int], dict, dict]:
+    """Split greedily in file order (a shard exceeds `shard_bytes` only when one tensor alone does), write each
+    shard's header and size the file; returns the fds, name -> (fd, data offset) and the index's weight_map."""
+    shards: list[list[Tensor]] = [[]]
+    for t in tensors:
+        if shards[-1] and sum(x.nbytes for x in shards[-1]) + t.nbytes > shard_bytes:
+            shards.append([])
+        shards[-1].append(t)
+    fds, where, weight_map = [], {}, {}
+    for s, shard in enumerate(shards):
+        offsets = [sum(t.nbytes for t in shard[:j]) for j in range(len(shard) + 1)]
+        header = {"__metadata__": {"format": "pt"}}
+        header.update({t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": offsets[j:j + 2]}
+                       for j, t in enumerate(shard)})
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
+        fname = f"model-{s + 1:05d}-of-{len(shards):05d}.safetensors"
+        fds.append(os.open(out / fname, os.O_WRONLY | os.O_CREAT, 0o666))
+        os.write(fds[-1], len(raw).to_bytes(8, "little") + raw)
+        os.ftruncate(fds[-1], 8 + len(raw) + offsets[-1])
+        where.update({t.name: (fds[-1], 8 + len(raw) + offsets[j]) for j, t in enumerate(shard)})
+        weight_map.update({t.name: fname for t in shard})
+    return fds, where, weight_map
+
+
+def _merge_rows(name: str, c: tuple[Checkpoint, Checkpoint, Checkpoint], r0: int, r1: int, dest: tuple[int, int],
+                params: ChatVectorParams, buf: np.ndarray) -> tuple[str, float, float, float, int, int]:
+    """One block job: merge rows [r0, r1) of tensor `name` and write them; returns its metric sums."""
+    k, i, b = (m.tensors[name].read_rows(r0, r1) for m in c)
+    t, ratio = c[0].tensors[name], params.ratio_for(name)
+    o = buf[:k.nbytes]
+    kk, dd = merge_block(k, i, b, o, ratio, t.dtype)
+    if not (math.isfinite(kk) and math.isfinite(dd)):
+        for m, raw in zip(c, (k, i, b)):
+            bad = np.flatnonzero(~np.isfinite(decode(raw, t.dtype)))
+            if len(bad):
+                first = r0 * t.row_bytes // ITEMSIZE[t.dtype] + int(bad[0])
+                raise InputError(f"tensor {name!r} of the {m.role} model ({m.tensors[name].file}) has NaN/Inf (first "
+                                 f"at flat index {first}); fix or re-export that checkpoint")
+        kk, dd = float((decode(k, t.dtype) ** 2).sum()), float(((decode(i, t.dtype) - decode(b, t.dtype)) ** 2).sum())
+    if math.sqrt(kk) + abs(ratio) * math.sqrt(dd) >= MAX_FINITE[t.dtype] and not np.isfinite(decode(o, t.dtype)).all():
+        raise InputError(f"tensor {name!r}: merged values in rows {r0}-{r1} overflow {t.dtype}; lower the ratio")
+    change = ratio * ratio * dd
+    special = [s for s in sorted(set(params.special_token_ids)) if r0 <= s < r1] if EMBED_RE.search(name) else []
+    for s in special:  # instruct's row verbatim (the Chat Vector paper's fix for chat tokens base never trained)
+        sl = slice((s - r0) * t.row_bytes, (s - r0 + 1) * t.row_bytes)
+        kv, iv, bv = (decode(x[sl], t.dtype) for x in (k, i, b))
+        change += float(((iv - kv) ** 2).sum()) - ratio * ratio * float(((iv - bv) ** 2).sum())
+        o[sl] = i[sl]
+    if os.pwrite(dest[0], o, dest[1] + r0 * t.row_bytes) != o.nbytes:
+        raise OSError(f"short write of tensor {name!r}")
+    return group_of(name), kk, dd, change, len(special), o.nbytes
+
+
+def _run(jobs: list[tuple], cap: int, bar: tqdm) -> list[tuple]:
+    """Run the block jobs on two threads, at most WINDOW in flight with a `cap`-byte output buffer each; returns
+    their results in order. An error in one is raised here once the jobs in flight have ended."""
+    bufs, done, pending = [np.empty(cap, dtype=np.uint8) for _ in range(WINDOW)], [], deque()
+    with ThreadPoolExecutor(2, "chat_vector") as pool:
+        for j, job in enumerate(jobs + [None] * WINDOW):
+            if j >= WINDOW:  # job j - WINDOW must end before job j reuses its buffer
+                done.append(pending.popleft().result())
+                bar.update(done[-1][-1])
+            if job is not None:
+                pending.append(pool.submit(_merge_rows, *job, bufs[j % WINDOW]))
+    return done
 
 
 def _norms(sq: dict[str, float]) -> dict[str, float]:
-    out = {"total": math.sqrt(sum(sq.values()))}
-    out.update({g: math.sqrt(v) for g, v in sorted(sq.items())})
-    return out
+    return {"total": math.sqrt(sum(sq.values())), **{g: math.sqrt(v) for g, v in sorted(sq.items())}}
+
+
+def _write_model_files(out: Path, ck: Checkpoint, ci: Checkpoint, dtype: str) -> None:
+    """korean's config.json with instruct's eos and the weights' dtype; instruct's tokenizer side, as it is."""
+    config = {**ck.config, "eos_token_id": ci.config.get("eos_token_id")}
+    config["torch_dtype" if "torch_dtype" in config and "dtype" not in config else "dtype"] = HF_DTYPES[dtype]
+    write_json(out / "config.json", config)
+    for name in INSTRUCT_FILES:
+        if not (ci.path / name).is_file():
+            log.warning("%s: absent, the merged model will lack %s", ci.path / name, name)
+            continue
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ci.path / name, out / name)
 
 
 def apply_chat_vector(korean: str | Path, base: str | Path, instruct: str | Path, out: str | Path,
@@ -92,58 +149,39 @@ def apply_chat_vector(korean: str | Path, base: str | Path, instruct: str | Path
     """Write the merged model to `out` (atomically) and return the metrics dict."""
     t0 = time.perf_counter()
     ck, cb, ci = open_checkpoint(korean, "korean"), open_checkpoint(base, "base"), open_checkpoint(instruct, "instruct")
-    try:
-        plan = check_tensors(ck, cb, ci, params.on_vocab_mismatch == "keep_korean")
-        vocab_mismatch = not all(plan.values())
-        check_configs(ck.config, cb.config, ci.config, {"korean": ck.path, "base": cb.path, "instruct": ci.path},
-                      skip_vocab=vocab_mismatch)
-        check_tokenizer(model_dir(ck.path) if vocab_mismatch else model_dir(ci.path))
-        first = next(iter(ck.tensors.values()))
-        out_dtype = first.dtype if params.dtype == "auto" else OUT_DTYPES[params.dtype]
-        if out_dtype not in MAX_FINITE:
-            raise InputError(f"the korean model is {out_dtype}; set chat_vector.dtype to bf16, fp16 or fp32")
-        for name, merge in plan.items():
-            if merge and EMBED_RE.search(name):
-                rows = ck.tensors[name].rows
-                bad = [t for t in params.special_token_ids if t >= rows]
-                if bad:
-                    raise InputError(f"chat_vector.special_token_ids {bad} are outside tensor {name!r} ({rows} rows)")
-        unused = [p for p in params.overrides if not any(re.search(p, n) for n in plan)]
-        if unused:
-            log.warning("chat_vector.overrides pattern(s) %s match no tensor", unused)
-        if vocab_mismatch and params.special_token_ids:
-            log.warning("vocab mismatch: the korean embeddings are kept, so special_token_ids are not copied")
-        entries = [(name, out_dtype, ck.tensors[name].shape) for name in ck.tensors]
-        shards = plan_shards(entries, params.shard_size_mb * 2**20)
-        merger = Merger(ck, cb, ci, params, out_dtype, plan, lambda n: bool(EMBED_RE.search(n)), group_of,
-                        CHUNK_ELEMENTS)
-        total = sum(math.prod(e[2]) * ITEMSIZE[out_dtype] for e in entries)
-        with atomic_dir(out) as tmp, tqdm(total=total, unit="B", unit_scale=True, desc="chat_vector",
-                                           disable=None) as bar:
-            merger.run(shards, tmp, bar.update)
-            write_index(tmp, shards)
-            write_model_files(tmp, model_dir(ck.path), model_dir(ci.path), ck.config, ci.config, out_dtype,
-                              korean_tokenizer=vocab_mismatch)
-    finally:
-        for c in (ck, cb, ci):
-            c.close()
+    c = (ck, ci, cb)  # the order the block jobs read them in: k, i, b
+    check_tensors(ck, cb, ci)
+    check_configs(ck, cb, ci)
+    _check_params(ck, ci, params)
+    tensors = list(ck.tensors.values())
+    blocks = [(t.name, r0, min(t.rows, r0 + per)) for t in tensors if t.nbytes
+              for per in [max(1, CHUNK_ELEMENTS * ITEMSIZE[t.dtype] // t.row_bytes)] for r0 in range(0, t.rows, per)]
+    cap = max([(r1 - r0) * ck.tensors[n].row_bytes for n, r0, r1 in blocks], default=0)
+    total = sum(t.nbytes for t in tensors)
+    with atomic_dir(out) as tmp, tqdm(total=total, unit="B", unit_scale=True, desc="chat_vector", disable=None) as bar:
+        fds, where, weight_map = _create_shards(tmp, tensors, params.shard_size_mb * 2**20)
+        try:
+            done = _run([(n, c, r0, r1, where[n], params) for n, r0, r1 in blocks], cap, bar)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        write_json(tmp / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+        _write_model_files(tmp, ck, ci, tensors[0].dtype)
+    sums: dict[str, dict[str, float]] = {"d": {}, "k": {}, "change": {}}
+    for group, kk, dd, change, _, _ in done:
+        for key, v in (("d", dd), ("k", kk), ("change", change)):
+            sums[key][group] = sums[key].get(group, 0.0) + v
+    change, k = _norms(sums["change"]), _norms(sums["k"])
     return {
-        "tensors": len(entries),
-        "parameters": sum(math.prod(e[2]) for e in entries),
+        "tensors": len(tensors),
+        "parameters": sum(math.prod(t.shape) for t in tensors),
         "ratio": params.ratio,
-        "dtype": {v: k for k, v in OUT_DTYPES.items()}[out_dtype],
-        "shards": len(shards),
+        "dtype": {"BF16": "bf16", "F16": "fp16", "F32": "fp32"}[tensors[0].dtype],
+        "shards": len(fds),
         "output_bytes": total,
-        "special_token_rows": merger.special_rows,
-        "kept_korean_tensors": sum(not m for m in plan.values()),
-        "vector_norm": _norms(merger.d_sq),
-        "relative_change": _relative(merger.change_sq, merger.k_sq),
+        "special_token_rows": sum(r[4] for r in done),
+        "vector_norm": _norms(sums["d"]),
+        "relative_change": {g: (change.get(g, 0.0) / v if v else 0.0) for g, v in k.items()},
         "seconds": round(time.perf_counter() - t0, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-
-
-def _relative(change_sq: dict[str, float], k_sq: dict[str, float]) -> dict[str, float]:
-    """||out - korean|| / ||korean||, overall and by group."""
-    ch, k = _norms(change_sq), _norms(k_sq)
-    return {g: (ch.get(g, 0.0) / v if v else 0.0) for g, v in k.items()}

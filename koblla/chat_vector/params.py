@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -19,11 +18,6 @@ class ChatVectorParams(Section):
     # Rows copied verbatim from the instruct model into embed_tokens and lm_head (the Chat Vector paper's fix for
     # chat tokens base Llama 3 never trained: <|start_header_id|> 128006, <|end_header_id|> 128007, <|eot_id|> 128009).
     special_token_ids: list[int] = Field(default_factory=list)
-    # auto: the korean model's dtype (bf16 in the pipeline).
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    # error: stop when korean and base/instruct vocab sizes differ. keep_korean: keep the korean model's
-    # embed_tokens/lm_head as they are (e.g. a vocab-extended Korean model) and merge everything else.
-    on_vocab_mismatch: Literal["error", "keep_korean"] = "error"
     # Output shard size in MiB (HF's default is about 5 GB); shards never split a tensor.
     shard_size_mb: int = Field(default=4096, gt=0)
 
