@@ -9,6 +9,7 @@ config.json and the paths dvc.yaml gives (`stage_values`), then from where and h
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def _fill(cfg, values: dict[str, Any], where: str) -> None:
         if not OmegaConf.is_missing(node, last):
             raise InputError(f"{where}: {key} has a value, but the stage sets it from params.yaml or the "
                              f"checkpoint: write `{last}: ???` there (one home per value)")
-        OmegaConf.update(cfg, key, value, merge=False)
+        OmegaConf.update(cfg, key, _literal(value), merge=False)  # a param is text, never an interpolation
 
 
 def stage_config(structure: Path, values: dict[str, Any], tune_overrides: dict[str, Any], section: str):
@@ -106,23 +107,47 @@ def stage_config(structure: Path, values: dict[str, Any], tune_overrides: dict[s
     return cfg
 
 
-def finished_config(cfg, output_dir: Path, resume: bool, structure: Path):
-    """A copy of the stage config with this attempt's keys filled: nothing `???` is left."""
+def missing_keys(cfg) -> list[str]:
+    """The dotted keys whose value is `???` (OmegaConf's own missing_keys trips over an interpolation to one)."""
     from omegaconf import OmegaConf
 
+    def walk(node, prefix):
+        if node == "???":
+            yield prefix
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                yield from walk(v, f"{prefix}.{k}" if prefix else str(k))
+
+    return sorted(walk(OmegaConf.to_container(cfg, resolve=False), ""))
+
+
+def finished_config(cfg, output_dir: Path, resume: bool, structure: Path):
+    """A copy of the stage config with this attempt's keys filled: nothing `???` is left."""
     done = copy.deepcopy(cfg)
     _fill(done, attempt_values(output_dir, resume), str(structure))
-    missing = sorted(OmegaConf.missing_keys(done))
+    missing = missing_keys(done)
     if missing:
         raise InputError(f"{structure}: {missing} are ??? but the stage does not fill them; give them a value")
     return done
 
 
+def _literal(value):
+    """`value` with every string escaped so OmegaConf reads it back as written: `${` would start an interpolation
+    (`\\${` is a literal one, and backslashes before it are doubled)."""
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
+
+
 def config_text(cfg, header: str) -> str:
-    """The config as `tune run --config` reads it: interpolations resolved, after a comment header."""
+    """The config as `tune run --config` reads it: interpolations resolved, strings literal, after a header."""
     from omegaconf import OmegaConf
 
-    return header + OmegaConf.to_yaml(cfg, resolve=True)
+    return header + OmegaConf.to_yaml(OmegaConf.create(_literal(OmegaConf.to_container(cfg, resolve=True))))
 
 
 def write_config(path: Path, text: str) -> Path:
