@@ -93,7 +93,8 @@ def test_finetune_base_runs(tiny_checkpoints, tmp_path):
     assert m["heldout_tokens_ko"] > 0 and m["heldout_tokens_en"] > 0
     saved = (tmp_path / "out" / "torchtune_config.yaml").read_text()
     assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config <this file>" in saved
-    assert "???" not in saved and "output_dir: scratch/finetune_base\n" in saved  # finished: a fresh run's config
+    body = saved.split("\n", 2)[2]  # below the two header lines: finished, the config of a fresh run
+    assert "???" not in body and f"output_dir: {tmp_path / 'scratch' / 'finetune_base'}\n" in body
     assert "lora_rank: 8" in saved and "packed: true" in saved
 
 
