@@ -1,5 +1,6 @@
 """finetune stages without training: params, the command and finished config (1 GPU, 4 GPUs, 2x8 nodes) as
-torchtune reads them, config hash and run key, bad-input checks, the instruct mix, the DVCLive logger and the metrics summary."""
+torchtune reads them, config hash and run key, bad-input checks, the instruct mix, the DVCLive logger and the
+metrics summary."""
 from __future__ import annotations
 
 import importlib.util
@@ -159,6 +160,11 @@ def test_any_system_prompt_reaches_torchtune(tmp_path):
 def test_tune_overrides_may_not_set_what_a_param_sets(tmp_path):
     with pytest.raises(InputError, match="tune_overrides: optimizer.lr is set by the stage"):
         _plan(tmp_path, tune_overrides={"optimizer.lr": 0.1})
+    with pytest.raises(InputError, match="tune_overrides: optimizer.lr is set by the stage"):
+        # as `dvc exp run -S finetune_base.tune_overrides.optimizer.lr=0.1` writes it
+        _plan(tmp_path, tune_overrides={"optimizer": {"lr": 0.1}})
+    nested = _plan(tmp_path, tune_overrides={"optimizer": {"betas": [0.9, 0.95]}})
+    assert list(_torchtune_reads(nested.run_config_text, tmp_path).optimizer.betas) == [0.9, 0.95]
 
 
 def test_config_hash_tracks_what_is_trained(tmp_path):

@@ -1,9 +1,10 @@
 """Run one finetune stage: plan the `tune run` command, resume or start it in scratch, publish the outputs.
 
 Working state lives in `scratch/<stage>/<run_key: the config and the inputs' content>/` (torchtune's output_dir:
-epoch_N/, recipe_state/, dvclive/, and run_config.yaml, the finished config this attempt runs). A run killed mid-training (kill -9, a lost node) and started again with the
-same params finds the last finished epoch there and passes torchtune `resume_from_checkpoint=True`; changed params
-or inputs hash to a new folder and start fresh. Only a finished run is published (atomically) to the fixed paths.
+epoch_N/, recipe_state/, dvclive/; run_config.yaml, the finished config this attempt runs). A run killed
+mid-training (kill -9, a lost node) and started again with the same params finds the last finished epoch there and
+passes torchtune `resume_from_checkpoint=True`; changed params or inputs hash to a new folder and start fresh. Only a
+finished run is published (atomically) to the fixed paths.
 """
 from __future__ import annotations
 

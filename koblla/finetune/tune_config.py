@@ -90,6 +90,18 @@ def _fill(cfg, values: dict[str, Any], where: str) -> None:
         OmegaConf.update(cfg, key, _literal(value), merge=False)  # a param is text, never an interpolation
 
 
+def _dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"betas": [..]}} and {"optimizer.betas": [..]} (what `dvc exp run -S` and a hand edit write)
+    both as {"optimizer.betas": [..]}."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def stage_config(structure: Path, values: dict[str, Any], tune_overrides: dict[str, Any], section: str):
     """The stage's YAML with `values` filled in and `tune_overrides` applied; the attempt keys stay `???`."""
     from omegaconf import OmegaConf
@@ -99,7 +111,7 @@ def stage_config(structure: Path, values: dict[str, Any], tune_overrides: dict[s
     except Exception as e:
         raise InputError(f"{structure}: not a readable torchtune YAML ({e})") from e
     _fill(cfg, values, str(structure))
-    for key, value in tune_overrides.items():
+    for key, value in _dotted(tune_overrides).items():
         if key in values or key in ATTEMPT_KEYS:
             raise InputError(f"params.yaml {section}.tune_overrides: {key} is set by the stage; change the "
                              f"{section} param that sets it instead (docs/finetune.md, Params)")
