@@ -163,6 +163,8 @@ def test_tune_overrides_may_not_set_what_a_param_sets(tmp_path):
     with pytest.raises(InputError, match="tune_overrides: optimizer.lr is set by the stage"):
         # as `dvc exp run -S finetune_base.tune_overrides.optimizer.lr=0.1` writes it
         _plan(tmp_path, tune_overrides={"optimizer": {"lr": 0.1}})
+    with pytest.raises(InputError, match="tune_overrides: dataset.weights.kolima is set by the stage"):
+        _plan(tmp_path, "finetune_instruct", tune_overrides={"dataset.weights.kolima": 3.0})  # inside a stage value
     nested = _plan(tmp_path, tune_overrides={"optimizer": {"betas": [0.9, 0.95]}})
     assert list(_torchtune_reads(nested.run_config_text, tmp_path).optimizer.betas) == [0.9, 0.95]
 

@@ -111,8 +111,9 @@ def stage_config(structure: Path, values: dict[str, Any], tune_overrides: dict[s
     except Exception as e:
         raise InputError(f"{structure}: not a readable torchtune YAML ({e})") from e
     _fill(cfg, values, str(structure))
+    filled = [*values, *ATTEMPT_KEYS]
     for key, value in _dotted(tune_overrides).items():
-        if key in values or key in ATTEMPT_KEYS:
+        if any(key == f or key.startswith(f + ".") or f.startswith(key + ".") for f in filled):
             raise InputError(f"params.yaml {section}.tune_overrides: {key} is set by the stage; change the "
                              f"{section} param that sets it instead (docs/finetune.md, Params)")
         OmegaConf.update(cfg, key, value, merge=True)
