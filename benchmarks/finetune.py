@@ -142,19 +142,24 @@ def run_stage(base: Path, data_dir: Path) -> dict:
 
 def run_plain_tune(base: Path, data_dir: Path) -> dict:
     """The reference: torchtune's recipe and stock DiskLogger on the same config, no KoBLLa code in the loop."""
-    from koblla.finetune import command
+    from koblla.finetune import tune_command, tune_config
     from koblla.finetune.params import FinetuneBaseParams
 
-    p = FinetuneBaseParams(max_seq_len=SEQ, batch_size=BATCH, epochs=1, max_steps_per_epoch=STEPS)
     work = BENCH / "plain"
-    ov = command.base_overrides(p, base, data_dir, seed=42) + [
-        f"output_dir={work}", "metric_logger=torchtune.training.metric_logging.DiskLogger",
-        f"metric_logger.log_dir={work}/logs"]  # DiskLogger takes (and ignores) our logger's extra keys
+    # torchtune's stock DiskLogger (it takes, and ignores, our logger's extra keys)
+    p = FinetuneBaseParams(max_seq_len=SEQ, batch_size=BATCH, epochs=1, max_steps_per_epoch=STEPS, tune_overrides={
+        "metric_logger._component_": "torchtune.training.metric_logging.DiskLogger",
+        "metric_logger.log_dir": f"{work}/logs"})
+    structure = REPO / "configs" / "finetune_base.yaml"
+    cfg = tune_config.stage_config(structure, tune_config.base_values(p, base, data_dir, seed=42), p.tune_overrides,
+                                   "finetune_base")
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
+    run_config = tune_config.write_config(work / "run_config.yaml", tune_config.config_text(
+        tune_config.finished_config(cfg, work, False, structure), ""))
     t = time.time()
-    subprocess.run(command.build_command(p, "bench", REPO / "configs" / "finetune_base.yaml", ov), cwd=REPO,
+    subprocess.run(tune_command.build_command(p, "bench", run_config), cwd=REPO,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     text = "\n".join(f.read_text() for f in (work / "logs").glob("*.txt"))
     tps = [float(x) for x in re.findall(r"tokens_per_second_per_gpu:([0-9.]+)", text)]

@@ -12,7 +12,7 @@
 # Needs: a Python with CUDA torch 2.13, torchtune 0.6.1, torchao 0.15, dvclive, pydantic, psutil, safetensors
 # (requirements.txt with the CUDA torch wheel); the koblla package importable (the script adds the repo to
 # PYTHONPATH); ~40 GB free disk under $OUT for the 16 GB checkpoint. No network.
-# It runs the same config (configs/finetune_base.yaml), the same override builder (koblla.finetune.command), the
+# It runs the same config (configs/finetune_base.yaml), filled by the same code (koblla.finetune.tune_config), the
 # same recipe copy (koblla/finetune/tune_recipes/) and the same DVCLive logger as the stage, with
 # save_adapter_weights_only=True so the 16 GB merged save at the end (not part of the training-speed figure) does
 # not eat the time budget. Printed beside it, for scale only: torchtune's published figure for a lighter setting
@@ -68,9 +68,16 @@ if not (ckpt / "model.safetensors.index.json").is_file():
     # Meta-Llama-3-8B's shapes (8.03 B parameters); SMOKE: the tiny test shape.
     V, H, I, L, NH, KV = (128256, 64, 224, 2, 4, 2) if smoke else (128256, 4096, 14336, 32, 32, 8)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    sys.path.insert(0, "tests")  # the HF Llama name -> shape table the chat_vector tests use
-    from chat_vector_helpers import shapes as llama_shapes
-    shapes = llama_shapes(vocab=V, hidden=H, ffn=I, layers=L, heads=NH, kv_heads=KV)
+    kv = H // NH * KV                                           # HF Llama tensor names -> shapes (untied lm_head)
+    shapes = {"model.embed_tokens.weight": (V, H)}
+    for i in range(L):
+        pre = f"model.layers.{i}."
+        shapes.update({pre + "self_attn.q_proj.weight": (H, H), pre + "self_attn.k_proj.weight": (kv, H),
+                       pre + "self_attn.v_proj.weight": (kv, H), pre + "self_attn.o_proj.weight": (H, H),
+                       pre + "mlp.gate_proj.weight": (I, H), pre + "mlp.up_proj.weight": (I, H),
+                       pre + "mlp.down_proj.weight": (H, I), pre + "input_layernorm.weight": (H,),
+                       pre + "post_attention_layernorm.weight": (H,)})
+    shapes.update({"model.norm.weight": (H,), "lm_head.weight": (V, H)})
     plan, size, limit = [[]], 0, 5 * 2**30                      # ~5 GB shards, like Meta's 4 files
     for k, s in shapes.items():
         n = 2 * (s[0] * (s[1] if len(s) > 1 else 1))
@@ -120,7 +127,7 @@ EOF
 import json, shutil, statistics, subprocess, sys, time
 from pathlib import Path
 import torch
-from koblla.finetune import checks, command
+from koblla.finetune import checks, tune_command, tune_config
 from koblla.finetune.dvclive_logger import read_steps
 from koblla.finetune.params import FinetuneBaseParams
 
@@ -136,12 +143,15 @@ SETTING = dict(lora_rank=64, lora_alpha=128, lora_dropout=0.0,
 p = FinetuneBaseParams(device="cpu" if smoke else "cuda", dtype="fp32" if smoke else "bf16", max_seq_len=seq,
                        batch_size=batch, gradient_accumulation_steps=accum, epochs=1, max_steps_per_epoch=steps,
                        compile=comp, activation_checkpointing=not smoke, eval_max_tokens=0,
-                       tune_overrides=["save_adapter_weights_only=True"], **SETTING)
+                       tune_overrides={"save_adapter_weights_only": True}, **SETTING)
 checks.check_model(ckpt, p, "gpu_train.sh checkpoint")
 checks.check_text_csv(data / "train.csv", p)
-ov = command.base_overrides(p, ckpt, data, seed=0) + [
-    f"output_dir={work}", f"metric_logger.checkpoint_marker={work}/recipe_state/recipe_state.pt"]
-cmd = command.build_command(p, "finetune_base", Path("configs/finetune_base.yaml"), ov)
+structure = Path("configs/finetune_base.yaml")                 # the stage's finished config, run in `work`
+cfg = tune_config.stage_config(structure, tune_config.base_values(p, ckpt, data, seed=0), p.tune_overrides,
+                               "finetune_base")
+run_config = tune_config.write_config(work / "run_config.yaml", tune_config.config_text(
+    tune_config.finished_config(cfg, work, False, structure), "# benchmarks/gpu_train.sh\n"))
+cmd = tune_command.build_command(p, "finetune_base", run_config)
 print("running:", " ".join(cmd), file=sys.stderr)
 t = time.time()
 rc = subprocess.run(["timeout", str(limit), *cmd]).returncode

@@ -1,4 +1,5 @@
-"""Every config under configs/ loads, opens with how to run it, and every `_component_` in it imports."""
+"""Every config under configs/ loads, opens with how to run it, and every `_component_` in it imports; the finetune
+YAMLs hold no value the stage fills (those keys are `???`, the values live in params.yaml)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,12 +40,59 @@ def test_config_loads_and_components_import(path):
             pytest.fail(f"{path.name}: {where}._component_ {dotpath!r} does not import: {e}")
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name.startswith("finetune")], ids=lambda p: p.name)
+FINETUNE = [p for p in CONFIGS if p.name.startswith("finetune")]
+
+
+@pytest.mark.parametrize("path", FINETUNE, ids=lambda p: p.name)
 def test_finetune_config_says_how_to_run_it(path):
     head = path.read_text(encoding="utf-8").split("\n\n")[0]
     assert head.startswith("#")
-    assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/" in head
+    assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config " in head
     assert "koblla/finetune/tune_recipes/lora_finetune_distributed.py" in head
     cfg = OmegaConf.load(path)
     assert cfg.metric_logger._component_ == "koblla.finetune.dvclive_logger.DVCLiveLogger"
     assert cfg.checkpointer._component_ == "torchtune.training.FullModelHFCheckpointer"
+
+
+def _stage_values(path: Path, tmp_path: Path) -> tuple[dict, str]:
+    from finetune_helpers import fake_model_dir
+    from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams
+    from koblla.finetune.tune_config import base_values, instruct_values
+
+    model = fake_model_dir(tmp_path / "model")
+    if "instruct" in path.name:
+        return instruct_values(FinetuneInstructParams(), model, tmp_path, 1), "finetune_instruct"
+    return base_values(FinetuneBaseParams(), model, tmp_path, 1), "finetune_base"
+
+
+@pytest.mark.parametrize("path", FINETUNE, ids=lambda p: p.name)
+def test_every_value_has_one_home(path, tmp_path):
+    """The keys the stage fills (from params.yaml, config.json, dvc.yaml's paths and the attempt) are exactly the
+    YAML's `???` keys: a value written in the YAML too would be silently replaced, a `???` nobody fills would fail."""
+    from koblla.finetune.tune_config import ATTEMPT_KEYS, finished_config, missing_keys, stage_config
+
+    values, section = _stage_values(path, tmp_path)
+    missing = set(missing_keys(OmegaConf.load(path)))
+    assert missing == set(values) | set(ATTEMPT_KEYS), (
+        f"{path.name}: set here and by the stage: {sorted(set(values) - missing)}; "
+        f"??? that the stage does not fill: {sorted(missing - set(values) - set(ATTEMPT_KEYS))}")
+    finished = finished_config(stage_config(path, values, {}, section), tmp_path / "work", False, path)
+    assert not missing_keys(finished)
+
+
+@pytest.mark.parametrize("path", FINETUNE, ids=lambda p: p.name)
+def test_a_value_written_twice_is_an_error(path, tmp_path):
+    from koblla.errors import InputError
+    from koblla.finetune.tune_config import stage_config
+
+    values, section = _stage_values(path, tmp_path)
+    twice = tmp_path / path.name
+    twice.write_text(path.read_text(encoding="utf-8").replace("  lora_rank: ???", "  lora_rank: 16"), encoding="utf-8")
+    with pytest.raises(InputError, match="model.lora_rank has a value, but the stage sets it"):
+        stage_config(twice, values, {}, section)
+    unfilled = tmp_path / "unfilled.yaml"
+    unfilled.write_text(path.read_text(encoding="utf-8") + "extra_knob: ???\n", encoding="utf-8")
+    from koblla.finetune.tune_config import finished_config
+
+    with pytest.raises(InputError, match="extra_knob"):
+        finished_config(stage_config(unfilled, values, {}, section), tmp_path / "work", False, unfilled)

@@ -1,5 +1,6 @@
-"""finetune stages without training: params, command building (1 GPU, 4 GPUs, 2x8 nodes), effective config and
-hash, bad-input checks, the instruct mix, the DVCLive logger and the metrics summary."""
+"""finetune stages without training: params, the command and finished config (1 GPU, 4 GPUs, 2x8 nodes) as
+torchtune reads them, config hash and run key, bad-input checks, the instruct mix, the DVCLive logger and the
+metrics summary."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,7 @@ import pytest
 
 from finetune_helpers import REPO, fake_model_dir, write_kowiki, write_lima_ko
 from koblla.errors import InputError, ParamsError
-from koblla.finetune import checks, command
+from koblla.finetune import checks
 from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams
 from koblla.params import validate_section
 
@@ -37,43 +38,74 @@ def test_repo_params_validate():
     ("finetune_base", {"lora_rank": 8, "typo_key": 1}, "unknown key"),
     ("finetune_instruct", {"datasets": {"kolima": 1.0, "nope": 1.0}}, "unknown set"),
     ("finetune_instruct", {"datasets": {"kolima": 0.0}}, "nothing to train"),
-    ("finetune_instruct", {"system_prompt": "a=b"}, "'='"),
 ])
 def test_bad_params_are_rejected(section, raw, needle):
     with pytest.raises(ParamsError, match=needle):
         validate_section(section, raw)
 
 
-# ---- command building -----------------------------------------------------------------------------------------
-def _cmd(tmp_path, **kw):
-    p = FinetuneBaseParams(**kw)
+# ---- command and finished config -------------------------------------------------------------------------------
+def _job(tmp_path, stage="finetune_base", **kw):
+    from koblla.finetune import base, instruct
+
     model = fake_model_dir(tmp_path / "model")
-    ov = command.base_overrides(p, model, tmp_path / "data", seed=1)
-    return p, command.build_command(p, "finetune_base", BASE_CFG, ov), ov
+    common = dict(seed=1, model_dir=model, out=tmp_path / "out", adapter_out=tmp_path / "adapter",
+                  live_dir=tmp_path / "live", scratch_root=tmp_path / "scratch")
+    if stage == "finetune_base":
+        p = FinetuneBaseParams(**{"eval_max_tokens": 0, **kw})
+        return base.make_job(p, data_dir=write_kowiki(tmp_path / "kowiki"), config=BASE_CFG, **common)
+    p = FinetuneInstructParams(**kw)
+    return instruct.make_job(p, data_dir=write_lima_ko(tmp_path / "lima"), config=INSTRUCT_CFG, **common)
+
+
+def _plan(tmp_path, stage="finetune_base", **kw):
+    from koblla.finetune.runner import plan
+
+    return plan(_job(tmp_path, stage, **kw))
+
+
+def _torchtune_reads(text: str, tmp_path: Path):
+    """The config `tune run --config FILE` hands the recipe, parsed by torchtune's own code."""
+    from torchtune.config._parse import TuneRecipeArgumentParser
+    from torchtune.config._utils import _merge_yaml_and_cli_args
+
+    path = tmp_path / "read_back.yaml"
+    path.write_text(text, encoding="utf-8")
+    yaml_args, cli_args = TuneRecipeArgumentParser(description="t").parse_known_args(["--config", str(path)])
+    return _merge_yaml_and_cli_args(yaml_args, cli_args)
 
 
 def test_one_device_uses_single_device_recipe(tmp_path):
-    _, cmd, ov = _cmd(tmp_path)
+    pl = _plan(tmp_path)
+    cmd = pl.cmd
     assert Path(cmd[0]).name == "tune" and cmd[1] == "run"
-    assert cmd[2:5] == ["koblla/finetune/tune_recipes/lora_finetune_single_device.py", "--config", str(BASE_CFG)]
-    assert "device=cpu" in ov and "dtype=fp32" in ov and "optimizer.fused=False" in ov
-    assert "model.num_layers=2" in ov and "model.embed_dim=64" in ov  # shape from config.json
-    assert "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]" in ov
+    assert cmd[2:] == ["koblla/finetune/tune_recipes/lora_finetune_single_device.py", "--config",
+                       str(pl.work / "run_config.yaml")]  # the finished config, no key=value after it
+    cfg = _torchtune_reads(pl.run_config_text, tmp_path)
+    assert cfg.device == "cpu" and cfg.dtype == "fp32" and cfg.optimizer.fused is False
+    assert cfg.model.num_layers == 2 and cfg.model.embed_dim == 64  # shape from config.json
+    assert list(cfg.checkpointer.checkpoint_files) == ["model-00001-of-00002.safetensors",
+                                                       "model-00002-of-00002.safetensors"]
+    assert cfg.output_dir == str(pl.work) and cfg.checkpointer.output_dir == str(pl.work)
 
 
 def test_four_gpus_use_torchrun_distributed_recipe(tmp_path):
-    _, cmd, ov = _cmd(tmp_path, device="cuda", dtype="bf16", nproc_per_node=4, compile=True,
-                      activation_checkpointing=True)
-    assert cmd[2:6] == ["--nproc_per_node", "4", "koblla/finetune/tune_recipes/lora_finetune_distributed.py",
-                        "--config"]
-    assert "--nnodes" not in cmd
-    assert {"device=cuda", "dtype=bf16", "compile=True", "enable_activation_checkpointing=True",
-            "optimizer.fused=True", "log_peak_memory_stats=True"} <= set(ov)
+    pl = _plan(tmp_path, device="cuda", dtype="bf16", nproc_per_node=4, compile=True, activation_checkpointing=True)
+    assert pl.cmd[2:] == ["--nproc_per_node", "4", "koblla/finetune/tune_recipes/lora_finetune_distributed.py",
+                          "--config", str(pl.work / "run_config.yaml")]
+    cfg = _torchtune_reads(pl.run_config_text, tmp_path)
+    assert (cfg.device, cfg.dtype, cfg.compile, cfg.enable_activation_checkpointing, cfg.optimizer.fused,
+            cfg.log_peak_memory_stats) == ("cuda", "bf16", True, True, True, True)
+    one = _plan(tmp_path / "one")
+    assert pl.config_text.split("\n", 2)[2] != one.config_text.split("\n", 2)[2]  # device and dtype differ
+    assert "tune run --nproc_per_node 4 koblla/finetune/tune_recipes/lora_finetune_distributed.py --config <this " \
+           "file>" in pl.config_text
 
 
 def test_two_nodes_of_eight(tmp_path):
-    _, cmd, _ = _cmd(tmp_path, device="cuda", dtype="bf16", nproc_per_node=8, nnodes=2, node_rank=1,
-                     rdzv_endpoint="10.0.0.1:29500")
+    pl = _plan(tmp_path, device="cuda", dtype="bf16", nproc_per_node=8, nnodes=2, node_rank=1,
+               rdzv_endpoint="10.0.0.1:29500")
+    cmd = pl.cmd
     i = cmd.index("koblla/finetune/tune_recipes/lora_finetune_distributed.py")
     launcher = cmd[2:i]
     assert launcher == ["--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1", "--rdzv_backend", "c10d",
@@ -85,7 +117,7 @@ def test_two_nodes_of_eight(tmp_path):
     assert args.nproc_per_node == "8" and args.nnodes == "2" and args.node_rank == 1
     assert args.rdzv_endpoint == "10.0.0.1:29500"
     assert args.recipe == "koblla/finetune/tune_recipes/lora_finetune_distributed.py"
-    assert args.recipe_args[:2] == ["--config", str(BASE_CFG)]
+    assert args.recipe_args == ["--config", str(pl.work / "run_config.yaml")]
     # not a built-in: torchtune runs our copy as a module under torchrun (`python -m`), importable from the repo root
     from torchtune._cli.run import Run
 
@@ -94,77 +126,79 @@ def test_two_nodes_of_eight(tmp_path):
     module = run._convert_to_dotpath(args.recipe)
     assert module == "koblla.finetune.tune_recipes.lora_finetune_distributed"
     assert importlib.util.find_spec(module).origin == str(REPO / args.recipe)
+    # every node trains what node 0 publishes: the same config, whatever node_rank says
+    node0 = _plan(tmp_path, device="cuda", dtype="bf16", nproc_per_node=8, nnodes=2, node_rank=0,
+                  rdzv_endpoint="10.0.0.1:29500")
+    body = lambda text: text.split("\n", 2)[2]  # noqa: E731 (the header names each node's rank)
+    assert node0.config_hash == pl.config_hash and body(node0.run_config_text) == body(pl.run_config_text)
 
 
-def test_effective_config_carries_params(tmp_path):
-    p, _, ov = _cmd(tmp_path, lora_rank=32, lora_alpha=64, use_dora=True, lora_attn_modules=["q_proj", "v_proj"],
-                    max_steps_per_epoch=None, tune_overrides=["optimizer.betas=[0.9,0.95]"])
-    cfg = command.effective_config(BASE_CFG, ov)
+def test_finished_config_carries_params(tmp_path):
+    pl = _plan(tmp_path, lora_rank=32, lora_alpha=64, use_dora=True, lora_attn_modules=["q_proj", "v_proj"],
+               max_steps_per_epoch=None, tune_overrides={"optimizer.betas": [0.9, 0.95], "profiler.enabled": True})
+    cfg = _torchtune_reads(pl.run_config_text, tmp_path)
     assert cfg.model.lora_rank == 32 and cfg.model.lora_alpha == 64 and cfg.model.use_dora is True
     assert list(cfg.model.lora_attn_modules) == ["q_proj", "v_proj"]
-    assert cfg.max_steps_per_epoch is None and list(cfg.optimizer.betas) == [0.9, 0.95]
-    assert cfg.dataset.data_files == str(tmp_path / "data" / "train.csv") and cfg.dataset.packed is True
-    assert cfg.tokenizer.max_seq_len == p.max_seq_len
+    assert cfg.max_steps_per_epoch is None and list(cfg.optimizer.betas) == [0.9, 0.95] and cfg.profiler.enabled
+    assert cfg.dataset.data_files == str(tmp_path / "kowiki" / "train.csv") and cfg.dataset.packed is True
+    assert cfg.tokenizer.max_seq_len == 256 and cfg.resume_from_checkpoint is False
 
 
-def test_instruct_mix_and_system_prompt_survive_the_cli(tmp_path):
-    p = FinetuneInstructParams(datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0},
-                               system_prompt='당신은 "친절한" 도우미입니다: 한국어로 답하세요.')
-    model = fake_model_dir(tmp_path / "model")
-    cfg = command.effective_config(INSTRUCT_CFG, command.instruct_overrides(p, model, tmp_path / "lima", seed=3))
+def test_any_system_prompt_reaches_torchtune(tmp_path):
+    """No quoting rules: the prompt travels in the YAML file, `=`, quotes, colons and newlines included."""
+    prompt = '당신은 "친절한" 도우미입니다: 한국어로 답하세요.\n규칙: a=b, x == y, #1 {중괄호} [대괄호] ${not.a.ref}'
+    pl = _plan(tmp_path, "finetune_instruct", system_prompt=prompt,
+               datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0})
+    cfg = _torchtune_reads(pl.run_config_text, tmp_path)
+    assert cfg.dataset.new_system_prompt == prompt
     assert dict(cfg.dataset.weights) == {"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0.0}
-    assert cfg.dataset.new_system_prompt == p.system_prompt
-    assert cfg.dataset.train_on_input is False and cfg.dataset.seed == 3
-    cfg2 = command.effective_config(INSTRUCT_CFG, command.instruct_overrides(
-        FinetuneInstructParams(), model, tmp_path / "lima", seed=3))
-    assert cfg2.dataset.new_system_prompt is None
+    assert cfg.dataset.train_on_input is False and cfg.dataset.seed == 1
+    default = _plan(tmp_path / "default", "finetune_instruct")
+    assert _torchtune_reads(default.run_config_text, tmp_path).dataset.new_system_prompt is None
 
 
-def test_effective_config_matches_torchtunes_own_merge(tmp_path):
-    from torchtune.config._parse import TuneRecipeArgumentParser
-    from torchtune.config._utils import _merge_yaml_and_cli_args
-
-    model = fake_model_dir(tmp_path / "model")
-    p = FinetuneInstructParams(datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0},
-                               system_prompt="답: 한국어로", tune_overrides=["~profiler.enabled",
-                                                                    "loss=torchtune.modules.loss.CEWithChunkedOutputLoss"])
-    ov = command.instruct_overrides(p, model, tmp_path / "lima", seed=3) + ["output_dir=/x", "max_steps_per_epoch=None"]
-    yaml_args, cli_args = TuneRecipeArgumentParser(description="t").parse_known_args(["--config", str(INSTRUCT_CFG), *ov])
-    theirs = _merge_yaml_and_cli_args(yaml_args, cli_args)
-    assert command.effective_config(INSTRUCT_CFG, ov) == theirs
+def test_tune_overrides_may_not_set_what_a_param_sets(tmp_path):
+    with pytest.raises(InputError, match="tune_overrides: optimizer.lr is set by the stage"):
+        _plan(tmp_path, tune_overrides={"optimizer.lr": 0.1})
+    with pytest.raises(InputError, match="tune_overrides: optimizer.lr is set by the stage"):
+        # as `dvc exp run -S finetune_base.tune_overrides.optimizer.lr=0.1` writes it
+        _plan(tmp_path, tune_overrides={"optimizer": {"lr": 0.1}})
+    with pytest.raises(InputError, match="tune_overrides: dataset.weights.kolima is set by the stage"):
+        _plan(tmp_path, "finetune_instruct", tune_overrides={"dataset.weights.kolima": 3.0})  # inside a stage value
+    nested = _plan(tmp_path, tune_overrides={"optimizer": {"betas": [0.9, 0.95]}})
+    assert list(_torchtune_reads(nested.run_config_text, tmp_path).optimizer.betas) == [0.9, 0.95]
 
 
 def test_config_hash_tracks_what_is_trained(tmp_path):
+    from koblla.finetune.run_key import config_hash, run_key
+    from koblla.finetune.tune_config import base_values, finished_config, stage_config
+
     model = fake_model_dir(tmp_path / "model")
 
-    def cfg(extra=(), **kw):
-        ov = command.base_overrides(FinetuneBaseParams(**kw), model, tmp_path, seed=1) + list(extra)
-        return command.effective_config(BASE_CFG, ov)
+    def cfg(**kw):
+        p = FinetuneBaseParams(**kw)
+        return stage_config(BASE_CFG, base_values(p, model, tmp_path, 1), p.tune_overrides, "finetune_base")
 
-    def key(*a, **kw):
-        return command.run_key(cfg(*a, **kw), [model])
+    def key(c):
+        return run_key(c, [model])
 
-    volatile = ["output_dir=/elsewhere", "resume_from_checkpoint=True", "metric_logger.resume=True"]
-    assert key() == key(volatile) and command.config_hash(cfg()) == command.config_hash(cfg(volatile))
-    assert key() != key(lr=1e-4) and command.config_hash(cfg()) != command.config_hash(cfg(lr=1e-4))
-    before, before_hash = key(), command.config_hash(cfg())
+    attempt = finished_config(cfg(), tmp_path / "elsewhere", True, BASE_CFG)  # where and whether it resumes
+    assert key(cfg()) == key(attempt) and config_hash(cfg()) == config_hash(attempt)
+    assert key(cfg()) != key(cfg(lr=1e-4)) and config_hash(cfg()) != config_hash(cfg(lr=1e-4))
+    before, before_hash = key(cfg()), config_hash(cfg())
     (model / "config.json").write_text((model / "config.json").read_text() + " ")
-    assert key() != before  # a changed init checkpoint starts a fresh run
-    assert command.config_hash(cfg()) == before_hash  # the published hash names the config only
+    assert key(cfg()) != before  # a changed init checkpoint starts a fresh run
+    assert config_hash(cfg()) == before_hash  # the published hash names the config only
 
 
 def test_published_config_is_the_same_in_every_clone(tmp_path):
     """Inputs with other mtimes (a fresh clone, a `dvc checkout`) get the same scratch folder and the same published
     config text and hash, so bitwise-equal weights give an equal model folder and nothing downstream reruns."""
-    from koblla.finetune.runner import Job, plan
+    from koblla.finetune.runner import plan
 
-    model = fake_model_dir(tmp_path / "model")
-    data = write_kowiki(tmp_path / "kowiki")
-    p = FinetuneBaseParams()
-    job = Job("finetune_base", p, BASE_CFG, model, command.base_overrides(p, model, data, seed=1), [data],
-              tmp_path / "out", tmp_path / "adapter", tmp_path / "live", scratch_root=tmp_path / "scratch")
+    job = _job(tmp_path)
     first = plan(job)
-    for f in [*model.rglob("*"), *data.rglob("*")]:
+    for f in [*job.model_dir.rglob("*"), *(tmp_path / "kowiki").rglob("*")]:
         if f.is_file():
             os.utime(f, ns=(1, 1))
     second = plan(job)
@@ -172,7 +206,7 @@ def test_published_config_is_the_same_in_every_clone(tmp_path):
     assert first.config_text == second.config_text and first.config_hash == second.config_hash
     assert f"output_dir: {tmp_path / 'scratch' / 'finetune_base'}\n" in first.config_text
     assert "resume_from_checkpoint: false" in first.config_text
-    assert str(first.work) in " ".join(first.cmd)  # the run itself still writes to its own folder
+    assert f"output_dir: {first.work}\n" in first.run_config_text  # the run itself writes to its own folder
 
 
 def test_run_key_comes_from_content_not_mtimes(tmp_path, monkeypatch):
@@ -180,12 +214,14 @@ def test_run_key_comes_from_content_not_mtimes(tmp_path, monkeypatch):
     one changed byte gives another key."""
     import shutil
 
+    from koblla.finetune.run_key import run_key
+    from koblla.finetune.tune_config import base_values, stage_config
+
     def key_in(clone: Path) -> str:
         monkeypatch.chdir(clone)  # the stage runs from the repo root with repo-relative paths, as dvc.yaml says
         model, data = Path("models/meta/Meta-Llama-3-8B"), Path("data/kowiki")
-        p = FinetuneBaseParams()
-        cfg = command.effective_config(BASE_CFG, command.base_overrides(p, model, data, seed=1))
-        return command.run_key(cfg, [model, data / "train.csv"])
+        cfg = stage_config(BASE_CFG, base_values(FinetuneBaseParams(), model, data, 1), {}, "finetune_base")
+        return run_key(cfg, [model, data / "train.csv"])
 
     one, two = tmp_path / "clone1", tmp_path / "clone2"
     fake_model_dir(one / "models/meta/Meta-Llama-3-8B")
@@ -198,14 +234,6 @@ def test_run_key_comes_from_content_not_mtimes(tmp_path, monkeypatch):
     with open(two / "data/kowiki/train.csv", "a", encoding="utf-8") as f:
         f.write("99,1099,https://ko.wikipedia.org/wiki?curid=99,문서 99,새 문서\n")
     assert key_in(one) != key_in(two)
-
-
-def test_fmt_quotes_what_yaml_would_misread():
-    assert command.fmt("models/x") == "models/x"
-    assert command.fmt("a: b") == '"a: b"'
-    assert command.fmt(None) == "None" and command.fmt(True) == "True" and command.fmt([1, "q_proj"]) == "[1,q_proj]"
-    with pytest.raises(InputError, match="="):
-        command.fmt("x=y")
 
 
 # ---- bad input, before training --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors import safe_open
 
 from finetune_helpers import REPO, assert_merged_is_base_plus_adapter, write_kowiki, write_lima_ko, write_params
@@ -92,17 +93,22 @@ def test_finetune_base_runs(tiny_checkpoints, tmp_path):
         assert math.isfinite(m[k]), k
     assert m["heldout_tokens_ko"] > 0 and m["heldout_tokens_en"] > 0
     saved = (tmp_path / "out" / "torchtune_config.yaml").read_text()
-    assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/finetune_base.yaml" in saved
+    assert "tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config <this file>" in saved
+    body = saved.split("\n", 2)[2]  # below the two header lines: finished, the config of a fresh run
+    assert "???" not in body and f"output_dir: {tmp_path / 'scratch' / 'finetune_base'}\n" in body
     assert "lora_rank: 8" in saved and "packed: true" in saved
 
 
 def test_finetune_instruct_runs(tiny_checkpoints, tmp_path):
     _, instruct = tiny_checkpoints
     data = write_lima_ko(tmp_path / "lima_ko")
-    params = write_params(tmp_path / "params.yaml", instruct={"system_prompt": "한국어로 답하세요.", "epochs": 1})
+    prompt = "한국어로 답하세요. 규칙: 1+1=2"  # `=` and `: ` travel in the config file, unquoted by us
+    params = write_params(tmp_path / "params.yaml", instruct={"system_prompt": prompt, "epochs": 1})
     r = run_stage("finetune_instruct", tmp_path, instruct, data, params)
     assert "finetune_instruct: 3 steps" in r.stdout
     m = check_outputs(tmp_path, instruct, steps=3)  # merged == base + adapter after 1 epoch
+    saved = yaml.safe_load((tmp_path / "out" / "torchtune_config.yaml").read_text())
+    assert saved["dataset"]["new_system_prompt"] == prompt
     assert m["chat_records"] == {"kolima": 8, "bilima_en_ko": 8, "bilima_ko_en": 8}
     # the chat template came along (tokenizer_config.json of the instruct checkpoint)
     assert "chat_template" in json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from koblla.errors import InputError
-from koblla.finetune import checks, command, heldout
+from koblla.finetune import checks, heldout, tune_config
 from koblla.finetune.params import FinetuneBaseParams
 from koblla.finetune.runner import Job, train_and_publish, write_metrics
 
@@ -25,7 +25,7 @@ def make_job(p: FinetuneBaseParams, *, seed: int, model_dir: Path, data_dir: Pat
         for path in (data_dir / "dev.csv", Path(p.english_eval_text)):
             if not path.is_file():
                 raise InputError(f"{path}: missing held-out text (set finetune_base.eval_max_tokens: 0 to skip)")
-    return Job("finetune_base", p, config, model_dir, command.base_overrides(p, model_dir, data_dir, seed),
+    return Job("finetune_base", p, config, model_dir, tune_config.base_values(p, model_dir, data_dir, seed),
                [train], out, adapter_out, live_dir, scratch_root, {"train_documents": counts["documents"]})
 
 

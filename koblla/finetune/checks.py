@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from koblla.errors import InputError
+from koblla.finetune.checkpoint import checkpoint_files, model_shape, read_model_config
 from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams, FinetuneParams
 
 logger = logging.getLogger(__name__)
@@ -20,8 +21,6 @@ logger = logging.getLogger(__name__)
 
 def check_model(model_dir: Path, p: FinetuneParams, param: str) -> dict:
     """The init checkpoint exists, is a Llama 3 HF checkpoint, and fits max_seq_len and its tokenizer."""
-    from koblla.finetune.command import checkpoint_files, model_shape, read_model_config
-
     if not model_dir.is_dir():
         raise InputError(f"init checkpoint {str(model_dir)!r} does not exist ({param}); "
                          "build it first (dvc repro) or point the param at a `tune download` folder")

@@ -100,7 +100,7 @@ class DVCLiveLogger:
         self.log_dict({name: data}, step)
 
     def log_config(self, config: Any) -> None:
-        # The stage saves the effective config itself (beside the model); nothing to add here.
+        # The stage saves the finished config itself (beside the model); nothing to add here.
         pass
 
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:

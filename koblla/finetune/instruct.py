@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from koblla.errors import InputError
-from koblla.finetune import checks, command
+from koblla.finetune import checks, tune_config
 from koblla.finetune.params import FinetuneInstructParams
 from koblla.finetune.runner import Job, train_and_publish, write_metrics
 
@@ -25,7 +25,7 @@ def make_job(p: FinetuneInstructParams, *, seed: int, model_dir: Path, data_dir:
     counts = checks.check_chat_sets(data_dir, p)
     logger.info("chat records per set: %s; weights %s", counts, p.datasets)
     files = [data_dir / f"{name}.jsonl" for name, w in p.datasets.items() if w > 0]
-    return Job("finetune_instruct", p, config, model_dir, command.instruct_overrides(p, model_dir, data_dir, seed),
+    return Job("finetune_instruct", p, config, model_dir, tune_config.instruct_values(p, model_dir, data_dir, seed),
                files, out, adapter_out, live_dir, scratch_root,
                {"chat_records": counts, "mix_weights": dict(p.datasets)})
 

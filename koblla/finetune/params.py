@@ -1,11 +1,11 @@
 """params.yaml sections `finetune_base` and `finetune_instruct`: the knobs of the two torchtune LoRA runs.
 
-Every field here becomes a `key=value` override of configs/finetune_*.yaml at run time (koblla.finetune.command);
-the YAMLs keep torchtune's structure, params.yaml keeps the tuned values.
+The stage fills the `???` keys of configs/finetune_*.yaml from these fields (koblla.finetune.tune_config) and hands
+torchtune the finished config file; the YAMLs keep torchtune's structure, params.yaml keeps the tuned values.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -50,8 +50,9 @@ class FinetuneParams(Section):
     # ---- outputs ----
     save_dtype: Literal["bf16", "fp32"] = "bf16"  # dtype of the published weights (bf16 halves disk and DVC cache)
     keep_scratch: bool = False  # keep scratch/<stage>/<hash>/ (every epoch's merged weights) after publishing
-    # Anything else torchtune accepts, as `key=value` strings (e.g. "optimizer.betas=[0.9,0.95]"), or `~key`.
-    tune_overrides: list[str] = []
+    # Any other torchtune key, by dotted name -> value (e.g. {"optimizer.betas": [0.9, 0.95]}); not a key the
+    # stage fills from the fields above.
+    tune_overrides: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _check(self):
@@ -69,9 +70,6 @@ class FinetuneParams(Section):
             raise ValueError("activation_offloading needs device: cuda and activation_checkpointing: true")
         if not self.lora_attn_modules and not self.lora_mlp and not self.lora_output:
             raise ValueError("no LoRA target: set lora_attn_modules, lora_mlp or lora_output")
-        for o in self.tune_overrides:
-            if not o.startswith("~") and o.count("=") != 1:
-                raise ValueError(f"tune_overrides entry {o!r} is not key=value (or ~key to delete a key)")
         return self
 
 
@@ -102,7 +100,4 @@ class FinetuneInstructParams(FinetuneParams):
             raise ValueError("datasets: weights must be >= 0")
         if not any(w > 0 for w in self.datasets.values()):
             raise ValueError("datasets: every weight is 0, nothing to train on")
-        if "=" in self.system_prompt:
-            # torchtune's CLI splits each override at '=' (torchtune.config._utils._merge_yaml_and_cli_args).
-            raise ValueError("system_prompt may not contain '=' (torchtune's key=value overrides cannot carry it)")
         return self

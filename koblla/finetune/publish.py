@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from koblla.atomic import atomic_dir
 from koblla.errors import InputError
+from koblla.finetune.checkpoint import checkpoint_files
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def publish_merged(epoch_dir: Path, base_dir: Path, adapter_dir: Path, out: Path
     with merge_lora; the other files come from `epoch_dir` (torchtune's copies of the init checkpoint's config and
     tokenizer). So the published merged model is exactly the published base + the published adapter, whatever
     device and dtype trained it. Returns the shard names."""
-    from koblla.finetune.command import checkpoint_files
-
     dtype = DTYPES[save_dtype]
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     scale = float(cfg["lora_alpha"]) / float(cfg["r"])

@@ -1,9 +1,10 @@
 """Run one finetune stage: plan the `tune run` command, resume or start it in scratch, publish the outputs.
 
-Working state lives in `scratch/<stage>/<command.run_key: the effective config and inputs>/` (torchtune's output_dir:
-epoch_N/, recipe_state/, dvclive/). A run killed mid-training (kill -9, a lost node) and started again with the
-same params finds the last finished epoch there and passes torchtune `resume_from_checkpoint=True`; changed params
-or inputs hash to a new folder and start fresh. Only a finished run is published (atomically) to the fixed paths.
+Working state lives in `scratch/<stage>/<run_key: the config and the inputs' content>/` (torchtune's output_dir:
+epoch_N/, recipe_state/, dvclive/; run_config.yaml, the finished config this attempt runs). A run killed
+mid-training (kill -9, a lost node) and started again with the same params finds the last finished epoch there and
+passes torchtune `resume_from_checkpoint=True`; changed params or inputs hash to a new folder and start fresh. Only a
+finished run is published (atomically) to the fixed paths.
 """
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from koblla.atomic import atomic_dir, remove_stale_temps, write_json
 from koblla.errors import KoBLLaError
-from koblla.finetune import command, publish, report
+from koblla.finetune import publish, report, tune_command, tune_config
 from koblla.finetune.dvclive_logger import read_steps
 from koblla.finetune.params import FinetuneParams
+from koblla.finetune.run_key import config_hash, run_key
 
 logger = logging.getLogger(__name__)
 
 DONE = "KOBLLA_DONE"  # written in the work dir once torchtune exits 0
+RUN_CONFIG = "run_config.yaml"  # in the work dir: the finished config `tune run --config` gets
 
 
 class TrainingError(KoBLLaError):
@@ -36,9 +39,9 @@ class TrainingError(KoBLLaError):
 class Job:
     stage: str
     params: FinetuneParams
-    config: Path  # configs/<stage>.yaml
+    config: Path  # configs/<stage>.yaml: torchtune's structure, `???` where the stage fills a value
     model_dir: Path  # init checkpoint (HF layout)
-    overrides: list[str]  # from command.base_overrides / instruct_overrides
+    values: dict  # what the stage fills, by dotted key (tune_config.base_values / instruct_values)
     inputs: list[Path]  # files whose change must start a fresh run (hashed by content)
     out: Path
     adapter_out: Path
@@ -54,7 +57,8 @@ class Plan:
     resume_epochs: int | None  # epochs already finished (resume), None = fresh start
     done: bool  # a finished run waits only to be published
     cmd: list[str]
-    config_text: str  # the effective config of a fresh run, as published beside the model
+    run_config_text: str  # the finished config this attempt runs (its work dir, its resume flags)
+    config_text: str  # the finished config of a fresh run in scratch/<stage>, as published beside the model
 
 
 def _epochs_finished(work: Path) -> int | None:
@@ -77,36 +81,28 @@ def _epochs_finished(work: Path) -> int | None:
     return epochs
 
 
-def _run_overrides(work: Path, resume: bool) -> list[str]:
-    return [
-        f"output_dir={work}",
-        f"resume_from_checkpoint={command.fmt(resume)}",
-        f"metric_logger.resume={command.fmt(resume)}",
-        f"metric_logger.checkpoint_marker={work / 'recipe_state' / 'recipe_state.pt'}",
-    ]
+def _header(job: Job) -> str:
+    by_hand = tune_command.build_command(job.params, job.stage, "<this file>", executable="tune")
+    return (f"# Finished torchtune config of KoBLLa stage {job.stage}: configs/{job.config.name} with its ??? keys "
+            f"filled from params.yaml ({job.stage}) and the checkpoint's config.json.\n"
+            f"# Re-run by hand from the repo root: {' '.join(by_hand)}\n")
 
 
 def plan(job: Job) -> Plan:
-    """Work dir, resume state and the exact command, without running anything."""
-    p = job.params
-    cfg = command.effective_config(job.config, job.overrides)
-    work = job.scratch_root / job.stage / command.run_key(cfg, [job.model_dir, *job.inputs])
+    """Work dir, resume state, the finished configs and the exact command, without running anything."""
+    cfg = tune_config.stage_config(job.config, job.values, job.params.tune_overrides, job.stage)
+    work = job.scratch_root / job.stage / run_key(cfg, [job.model_dir, *job.inputs])
     done = (work / DONE).is_file()
     resume = None if done else _epochs_finished(work)
     if not done and resume is None and work.exists():
         shutil.rmtree(work)  # leftovers of a run that died before its first checkpoint
-    overrides = job.overrides + _run_overrides(work, resume is not None)
-    from omegaconf import OmegaConf
-
+    header = _header(job)
+    run_text = tune_config.config_text(tune_config.finished_config(cfg, work, resume is not None, job.config), header)
     # What is published beside the model is the config of a fresh run in scratch/<stage>: the run-specific folder
     # and the resume flags would make the same weights publish differently after a resume or a changed input.
-    by_hand = ["tune", *command.build_command(p, job.stage, f"configs/{job.config.name}", ["..."])[1:]]
-    header = (f"# Effective torchtune config of KoBLLa stage {job.stage} (configs/{job.config.name} + params.yaml).\n"
-              f"# Re-run by hand: {' '.join(by_hand)} (the overrides are the values below)\n")
-    fresh = command.effective_config(job.config, job.overrides + _run_overrides(job.scratch_root / job.stage, False))
-    text = header + OmegaConf.to_yaml(fresh, resolve=True)
-    cmd = command.build_command(p, job.stage, job.config, overrides)
-    return Plan(work, command.config_hash(cfg), resume, done, cmd, text)
+    fresh = tune_config.finished_config(cfg, job.scratch_root / job.stage, False, job.config)
+    cmd = tune_command.build_command(job.params, job.stage, work / RUN_CONFIG)
+    return Plan(work, config_hash(cfg), resume, done, cmd, run_text, tune_config.config_text(fresh, header))
 
 
 def _die_with_parent() -> None:
@@ -160,7 +156,7 @@ def train_and_publish(job: Job) -> dict:
             logger.info("removed %s, left by a killed run", tmp)
     pl = plan(job)
     pl.work.mkdir(parents=True, exist_ok=True)
-    (pl.work / publish.CONFIG_NAME).write_text(pl.config_text, encoding="utf-8")
+    tune_config.write_config(pl.work / RUN_CONFIG, pl.run_config_text)
     peak_rss = 0.0
     if pl.done:
         logger.info("%s: finished run found in %s; publishing it", job.stage, pl.work)
@@ -189,7 +185,7 @@ def train_and_publish(job: Job) -> dict:
         report.plot_loss(records, tmp / "loss.png", f"{job.stage}: training loss")
     metrics = {
         "stage": job.stage,
-        "recipe": command.recipe_for(p),
+        "recipe": tune_command.recipe_for(p),
         "devices": p.nproc_per_node * p.nnodes,
         "device": p.device,
         "dtype": p.dtype,
