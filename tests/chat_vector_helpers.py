@@ -7,24 +7,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from koblla.finetune.checkpoint import hf_tensor_shapes
+
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 128256, 16, 2, 4, 2, 24
 SPECIAL = [128006, 128007, 128009]
 
 
 def shapes(vocab: int = VOCAB, hidden: int = HIDDEN, ffn: int = FFN, layers: int = LAYERS, heads: int = HEADS,
            kv_heads: int = KV_HEADS) -> dict[str, tuple[int, ...]]:
-    """HF Llama tensor names -> shapes (untied lm_head). Also used by benchmarks/gpu_train.sh for the 8B shape."""
-    kv = hidden // heads * kv_heads
-    s = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        s.update({p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv, hidden),
-                  p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-                  p + "mlp.gate_proj.weight": (ffn, hidden), p + "mlp.up_proj.weight": (ffn, hidden),
-                  p + "mlp.down_proj.weight": (hidden, ffn), p + "input_layernorm.weight": (hidden,),
-                  p + "post_attention_layernorm.weight": (hidden,)})
-    s.update({"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)})
-    return s
+    """HF Llama tensor names -> shapes (untied lm_head), from the library's table."""
+    return hf_tensor_shapes(vocab_size=vocab, embed_dim=hidden, intermediate_dim=ffn, num_layers=layers,
+                            num_heads=heads, num_kv_heads=kv_heads)
 
 
 def config(eos) -> dict:

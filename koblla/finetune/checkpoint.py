@@ -1,5 +1,6 @@
 """What the stages read from an HF-layout checkpoint folder: its config.json, lora_llama3's shape arguments from it,
-and its safetensors shard names."""
+and its safetensors shard names; and the HF tensor names and shapes of a Llama 3 of a given shape (LLAMA3_8B:
+Meta-Llama-3-8B's), for the random checkpoints of benchmarks/gpu_train.sh and the chat_vector tests."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,27 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: cannot read the model config ({e}); is {model_dir} an HF-layout checkpoint?") from e
+
+
+# Meta-Llama-3-8B's shape (8.03 B parameters), in model_shape()'s names.
+LLAMA3_8B = {"vocab_size": 128256, "embed_dim": 4096, "intermediate_dim": 14336, "num_layers": 32, "num_heads": 32,
+             "num_kv_heads": 8}
+
+
+def hf_tensor_shapes(*, vocab_size: int, embed_dim: int, intermediate_dim: int, num_layers: int, num_heads: int,
+                     num_kv_heads: int) -> dict[str, tuple[int, ...]]:
+    """HF Llama tensor name -> shape, in checkpoint order, for an untied lm_head (Llama 3 8B and 70B)."""
+    h, kv = embed_dim, embed_dim // num_heads * num_kv_heads
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab_size, h)}
+    for i in range(num_layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
+                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
+                       p + "mlp.gate_proj.weight": (intermediate_dim, h), p + "mlp.up_proj.weight": (intermediate_dim, h),
+                       p + "mlp.down_proj.weight": (h, intermediate_dim), p + "input_layernorm.weight": (h,),
+                       p + "post_attention_layernorm.weight": (h,)})
+    shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab_size, h)})
+    return shapes
 
 
 def model_shape(model_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
