@@ -40,6 +40,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(REPO))
 
 
+def params(section: str, **updates):
+    """params.yaml's `section` (the one home of every value) with `updates` over it, validated."""
+    from koblla.params import read_params_file, validate_section
+
+    path = REPO / "params.yaml"
+    return validate_section(section, {**read_params_file(path)[section], **updates}, path)
+
+
 def log(msg: str) -> None:
     print(f"[bench finetune] {msg}", file=sys.stderr, flush=True)
 
@@ -48,10 +56,9 @@ def tiny_base() -> Path:
     base, instruct = BENCH / "models" / "Meta-Llama-3-8B", BENCH / "models" / "Meta-Llama-3-8B-Instruct"
     if not (base / "model.safetensors.index.json").is_file():
         from koblla.tiny import make_tiny_checkpoints
-        from koblla.tiny.params import TinyModelsParams
 
         log("building the tiny checkpoints (once)")
-        make_tiny_checkpoints(base, instruct, TinyModelsParams(), seed=42)
+        make_tiny_checkpoints(base, instruct, params("tiny_models"), seed=42)
     return base
 
 
@@ -126,10 +133,8 @@ def step_tps(values: list[float]) -> float:
 def run_stage(base: Path, data_dir: Path) -> dict:
     from koblla.finetune.base import run_finetune_base
     from koblla.finetune.dvclive_logger import read_steps
-    from koblla.finetune.params import FinetuneBaseParams
-
-    p = FinetuneBaseParams(max_seq_len=SEQ, batch_size=BATCH, epochs=1, max_steps_per_epoch=STEPS, eval_max_tokens=0,
-                           keep_scratch=True)
+    p = params("finetune_base", max_seq_len=SEQ, batch_size=BATCH, epochs=1, max_steps_per_epoch=STEPS,
+               eval_max_tokens=0, keep_scratch=True)
     out = BENCH / "stage"
     t = time.time()
     m = run_finetune_base(p, seed=42, model_dir=base, data_dir=data_dir, out=out / "model",
@@ -143,11 +148,9 @@ def run_stage(base: Path, data_dir: Path) -> dict:
 def run_plain_tune(base: Path, data_dir: Path) -> dict:
     """The reference: torchtune's recipe and stock DiskLogger on the same config, no KoBLLa code in the loop."""
     from koblla.finetune import tune_command, tune_config
-    from koblla.finetune.params import FinetuneBaseParams
-
     work = BENCH / "plain"
     # torchtune's stock DiskLogger (it takes, and ignores, our logger's extra keys)
-    p = FinetuneBaseParams(max_seq_len=SEQ, batch_size=BATCH, epochs=1, max_steps_per_epoch=STEPS, tune_overrides={
+    p = params("finetune_base", max_seq_len=SEQ, batch_size=BATCH, epochs=1, max_steps_per_epoch=STEPS, tune_overrides={
         "metric_logger._component_": "torchtune.training.metric_logging.DiskLogger",
         "metric_logger.log_dir": f"{work}/logs"})
     structure = REPO / "configs" / "finetune_base.yaml"

@@ -59,25 +59,20 @@ import base64, csv, json, random, sys, time
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
+from koblla.finetune.checkpoint import LLAMA3_8B, hf_tensor_shapes
 
 out, smoke = Path(sys.argv[1]), sys.argv[2] == "1"
 ckpt = out / "Meta-Llama-3-8B-random"
 if not (ckpt / "model.safetensors.index.json").is_file():
     t = time.time()
     (ckpt / "original").mkdir(parents=True, exist_ok=True)
-    # Meta-Llama-3-8B's shapes (8.03 B parameters); SMOKE: the tiny test shape.
-    V, H, I, L, NH, KV = (128256, 64, 224, 2, 4, 2) if smoke else (128256, 4096, 14336, 32, 32, 8)
+    # Meta-Llama-3-8B's shape (8.03 B parameters); SMOKE: the tiny test shape.
+    shape = (dict(vocab_size=128256, embed_dim=64, intermediate_dim=224, num_layers=2, num_heads=4, num_kv_heads=2)
+             if smoke else LLAMA3_8B)
+    V, H, I, L, NH, KV = (shape[k] for k in ("vocab_size", "embed_dim", "intermediate_dim", "num_layers",
+                                             "num_heads", "num_kv_heads"))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    kv = H // NH * KV                                           # HF Llama tensor names -> shapes (untied lm_head)
-    shapes = {"model.embed_tokens.weight": (V, H)}
-    for i in range(L):
-        pre = f"model.layers.{i}."
-        shapes.update({pre + "self_attn.q_proj.weight": (H, H), pre + "self_attn.k_proj.weight": (kv, H),
-                       pre + "self_attn.v_proj.weight": (kv, H), pre + "self_attn.o_proj.weight": (H, H),
-                       pre + "mlp.gate_proj.weight": (I, H), pre + "mlp.up_proj.weight": (I, H),
-                       pre + "mlp.down_proj.weight": (H, I), pre + "input_layernorm.weight": (H,),
-                       pre + "post_attention_layernorm.weight": (H,)})
-    shapes.update({"model.norm.weight": (H,), "lm_head.weight": (V, H)})
+    shapes = hf_tensor_shapes(**shape)                          # HF Llama tensor names -> shapes (untied lm_head)
     plan, size, limit = [[]], 0, 5 * 2**30                      # ~5 GB shards, like Meta's 4 files
     for k, s in shapes.items():
         n = 2 * (s[0] * (s[1] if len(s) > 1 else 1))
@@ -129,7 +124,7 @@ from pathlib import Path
 import torch
 from koblla.finetune import checks, tune_command, tune_config
 from koblla.finetune.dvclive_logger import read_steps
-from koblla.finetune.params import FinetuneBaseParams
+from koblla.params import read_params_file, validate_section
 
 out, steps, seq, batch, comp, limit, t0 = (Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
                                            sys.argv[5] == "true", int(sys.argv[6]), int(sys.argv[7]))
@@ -140,10 +135,12 @@ shutil.rmtree(work, ignore_errors=True)
 SETTING = dict(lora_rank=64, lora_alpha=128, lora_dropout=0.0,
                lora_attn_modules=["q_proj", "k_proj", "v_proj", "output_proj"], lora_mlp=True, lora_output=False,
                lr=2e-4, warmup_steps=100, packed=True)
-p = FinetuneBaseParams(device="cpu" if smoke else "cuda", dtype="fp32" if smoke else "bf16", max_seq_len=seq,
-                       batch_size=batch, gradient_accumulation_steps=accum, epochs=1, max_steps_per_epoch=steps,
-                       compile=comp, activation_checkpointing=not smoke, eval_max_tokens=0,
-                       tune_overrides={"save_adapter_weights_only": True}, **SETTING)
+p = validate_section("finetune_base", {  # params.yaml's section (the one home of every value), changed as above
+    **read_params_file("params.yaml")["finetune_base"], "device": "cpu" if smoke else "cuda",
+    "dtype": "fp32" if smoke else "bf16", "max_seq_len": seq, "batch_size": batch, "gradient_accumulation_steps": accum,
+    "epochs": 1, "max_steps_per_epoch": steps, "compile": comp, "activation_checkpointing": not smoke,
+    "eval_max_tokens": 0, "tune_overrides": {"save_adapter_weights_only": True}, "nproc_per_node": 1, "nnodes": 1,
+    "node_rank": 0, **SETTING})
 checks.check_model(ckpt, p, "gpu_train.sh checkpoint")
 checks.check_text_csv(data / "train.csv", p)
 structure = Path("configs/finetune_base.yaml")                 # the stage's finished config, run in `work`

@@ -25,9 +25,9 @@ class Section(BaseModel):
 
 
 class CommonParams(Section):
-    """Shared by every stage."""
+    """Shared by every stage (values in params.yaml only)."""
 
-    seed: int = 42
+    seed: int
 
 
 class ModelsParams(Section):

@@ -40,12 +40,14 @@ def write_kowiki(data_dir: Path, n_train: int = 60, n_dev: int = 8, seed: int = 
 
 
 def write_lima_ko(data_dir: Path, n: int = 8) -> Path:
-    """data_dir/{kolima,bilima_en_ko,bilima_ko_en}.jsonl, openai-style `messages` (some with a system turn)."""
+    """data_dir/{kolima,bilima_en_ko,bilima_ko_en,lima_en}.jsonl (the translate stage's sets), openai-style
+    `messages` (some with a system turn)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     pairs = {
         "kolima": ("한국의 수도는 어디야?", "대한민국의 수도는 서울입니다."),
         "bilima_en_ko": ("What is the capital of Korea?", "대한민국의 수도는 서울입니다."),
         "bilima_ko_en": ("한국의 수도는 어디야?", "The capital of South Korea is Seoul."),
+        "lima_en": ("What is the capital of Korea?", "The capital of South Korea is Seoul."),
     }
     for name, (q, a) in pairs.items():
         with open(data_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
@@ -59,7 +61,7 @@ def write_lima_ko(data_dir: Path, n: int = 8) -> Path:
 def write_params(path: Path, base: dict | None = None, instruct: dict | None = None) -> Path:
     """A params file with the repo's finetune sections (plus `common`), updated by `base` / `instruct`."""
     repo = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    data = {"common": repo.get("common", {"seed": 42}),
+    data = {"common": repo["common"],
             "finetune_base": {**repo["finetune_base"], **(base or {})},
             "finetune_instruct": {**repo["finetune_instruct"], **(instruct or {})}}
     data["finetune_base"]["english_eval_text"] = str(REPO / data["finetune_base"]["english_eval_text"])

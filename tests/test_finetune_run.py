@@ -109,6 +109,6 @@ def test_finetune_instruct_runs(tiny_checkpoints, tmp_path):
     m = check_outputs(tmp_path, instruct, steps=3)  # merged == base + adapter after 1 epoch
     saved = yaml.safe_load((tmp_path / "out" / "torchtune_config.yaml").read_text())
     assert saved["dataset"]["new_system_prompt"] == prompt
-    assert m["chat_records"] == {"kolima": 8, "bilima_en_ko": 8, "bilima_ko_en": 8}
+    assert m["chat_records"] == {"kolima": 8, "bilima_en_ko": 8, "bilima_ko_en": 8, "lima_en": 8}
     # the chat template came along (tokenizer_config.json of the instruct checkpoint)
     assert "chat_template" in json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())

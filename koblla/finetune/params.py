@@ -1,7 +1,8 @@
 """params.yaml sections `finetune_base` and `finetune_instruct`: the knobs of the two torchtune LoRA runs.
 
-The stage fills the `???` keys of configs/finetune_*.yaml from these fields (koblla.finetune.tune_config) and hands
-torchtune the finished config file; the YAMLs keep torchtune's structure, params.yaml keeps the tuned values.
+Types and constraints only: every value, and the comment that says what it trades, lives in params.yaml (one home
+per value; no defaults here). The stage fills the `???` keys of configs/finetune_*.yaml from these fields
+(koblla.finetune.tune_config) and hands torchtune the finished config file.
 """
 from __future__ import annotations
 
@@ -12,47 +13,46 @@ from pydantic import Field, model_validator
 from koblla.params import Section
 
 LoraAttnModule = Literal["q_proj", "k_proj", "v_proj", "output_proj"]
-INSTRUCT_SETS = ("kolima", "bilima_en_ko", "bilima_ko_en")
+# data/lima_ko/<name>.jsonl as the translate stage writes them (lima_en: the English source, unchanged).
+INSTRUCT_SETS = ("kolima", "bilima_en_ko", "bilima_ko_en", "lima_en")
 
 
 class FinetuneParams(Section):
     """Knobs shared by both LoRA stages."""
 
-    # ---- scale: one device -> lora_finetune_single_device; more -> lora_finetune_distributed under torchrun ----
-    device: Literal["cpu", "cuda"] = "cpu"
-    dtype: Literal["fp32", "bf16"] = "fp32"
-    nproc_per_node: int = Field(1, ge=1)  # processes (GPUs) per node
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)  # this machine's rank; only node 0 publishes outputs
-    rdzv_endpoint: str = ""  # host:port of node 0, required when nnodes > 1
-    compile: bool = False
-    activation_checkpointing: bool = False
-    activation_offloading: bool = False
-    # ---- schedule ----
-    max_seq_len: int = Field(256, ge=8)
-    batch_size: int = Field(2, ge=1)  # per device
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    epochs: int = Field(2, ge=1)  # torchtune checkpoints (resumably) at each epoch end
-    max_steps_per_epoch: Optional[int] = Field(None, ge=1)  # null: whole epoch
-    lr: float = Field(3e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
-    clip_grad_norm: float = Field(1.0, gt=0)  # also what makes torchtune log grad_norm
-    # ---- LoRA ----
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: float = Field(16, gt=0)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_attn_modules: list[LoraAttnModule] = ["q_proj", "k_proj", "v_proj", "output_proj"]
-    lora_mlp: bool = True
-    lora_output: bool = False
-    use_dora: bool = False
-    packed: bool = True
-    # ---- outputs ----
-    save_dtype: Literal["bf16", "fp32"] = "bf16"  # dtype of the published weights (bf16 halves disk and DVC cache)
-    keep_scratch: bool = False  # keep scratch/<stage>/<hash>/ (every epoch's merged weights) after publishing
-    # Any other torchtune key, by dotted name -> value (e.g. {"optimizer.betas": [0.9, 0.95]}); not a key the
-    # stage fills from the fields above.
-    tune_overrides: dict[str, Any] = {}
+    # scale: one device -> lora_finetune_single_device; more -> lora_finetune_distributed under torchrun
+    device: Literal["cpu", "cuda"]
+    dtype: Literal["fp32", "bf16"]
+    nproc_per_node: int = Field(ge=1)
+    nnodes: int = Field(ge=1)
+    node_rank: int = Field(ge=0)
+    rdzv_endpoint: str
+    compile: bool
+    activation_checkpointing: bool
+    activation_offloading: bool
+    # schedule
+    max_seq_len: int = Field(ge=8)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    max_steps_per_epoch: Optional[int] = Field(ge=1)
+    lr: float = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    clip_grad_norm: float = Field(gt=0)
+    # LoRA
+    lora_rank: int = Field(ge=1)
+    lora_alpha: float = Field(gt=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    lora_attn_modules: list[LoraAttnModule]
+    lora_mlp: bool
+    lora_output: bool
+    use_dora: bool
+    packed: bool
+    # outputs
+    save_dtype: Literal["bf16", "fp32"]
+    keep_scratch: bool
+    tune_overrides: dict[str, Any]
 
     @model_validator(mode="after")
     def _check(self):
@@ -76,20 +76,16 @@ class FinetuneParams(Section):
 class FinetuneBaseParams(FinetuneParams):
     """finetune_base: Korean CPT (text completion over data/kowiki/train.csv, packed)."""
 
-    text_column: str = "text"
-    # Held-out loss after training, on data/kowiki/dev.csv (Korean) and this English text (retention).
-    english_eval_text: str = "assets/eval_text/english_heldout.txt"
-    eval_max_tokens: int = Field(8192, ge=0)  # per held-out set; 0 skips the held-out evaluation
+    text_column: str
+    english_eval_text: str
+    eval_max_tokens: int = Field(ge=0)
 
 
 class FinetuneInstructParams(FinetuneParams):
-    """finetune_instruct: chat SFT on the LIMA-ko mix, loss on assistant tokens only."""
+    """finetune_instruct: chat SFT on the LIMA mix (INSTRUCT_SETS), loss on assistant tokens only."""
 
-    packed: bool = False  # chat samples are short and uneven; packing helps on GPUs with long max_seq_len
-    # Which sets of data/lima_ko/<name>.jsonl to mix, and how often: 1.0 = every record once, 2.0 = twice,
-    # 0.5 = a random half (seeded). 0 or absent = not used.
-    datasets: dict[str, float] = {name: 1.0 for name in INSTRUCT_SETS}
-    system_prompt: str = ""  # "" keeps the records' own system turns; text replaces them in every record
+    datasets: dict[str, float]
+    system_prompt: str
 
     @model_validator(mode="after")
     def _check_mix(self):
