@@ -2,12 +2,13 @@
 
 python -m stages.finetune_instruct --model-dir models/koblla-chatvec --data-dir data/lima_ko --out models/koblla-instruct --adapter-out models/koblla-instruct-adapter --metrics metrics/finetune_instruct.json --live-dir dvclive/finetune_instruct
 
-Runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/finetune_instruct.yaml key=value...` (or
-lora_finetune_distributed under torchrun when nproc_per_node * nnodes > 1) with the finetune_instruct section of
-params.yaml merged in: a weighted mix of <data-dir>/{kolima,bilima_en_ko,bilima_ko_en}.jsonl (openai-style
-`messages`), Llama 3 chat template, loss on assistant tokens only. A rerun after a crash resumes from the last
+Runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config <finished config>` (or
+lora_finetune_distributed under torchrun when nproc_per_node * nnodes > 1): configs/finetune_instruct.yaml with its
+??? keys filled from the finetune_instruct section of params.yaml. Data: a weighted mix
+(finetune_instruct.datasets) of <data-dir>/{kolima,bilima_en_ko,bilima_ko_en,lima_en}.jsonl (openai-style
+`messages`; lima_en = the English LIMA source, unchanged), Llama 3 chat template, loss on assistant tokens only. A rerun after a crash resumes from the last
 finished epoch. Publishes the merged HF model, the PEFT adapter, curves and metrics. Example experiment:
-  dvc exp run -S finetune_instruct.datasets.kolima=2.0 -S finetune_instruct.datasets.bilima_en_ko=0.5
+  dvc exp run -S finetune_instruct.datasets.kolima=2.0 -S finetune_instruct.datasets.lima_en=0
 """
 import sys
 from pathlib import Path
