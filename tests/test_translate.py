@@ -13,8 +13,9 @@ from koblla.translate import run_translate
 from koblla.translate.inputs import read_conversations
 from koblla.translate.memory import TranslationMemory, memory_key
 from koblla.translate.params import TranslateParams
-from koblla.translate.register import classify_formality, count_registers, register_ok
-from koblla.translate.segment import count_code_blocks, mask, restore, split_message, PlaceholderError
+from koblla.text.register import classify_formality, count_registers, register_ok
+from koblla.text.verbatim import PlaceholderError, count_code_blocks, mask, restore
+from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation
 
 SAMPLE = "assets/lima/lima_sample.jsonl"
@@ -75,6 +76,14 @@ def test_register_ignores_quotes_code_and_blockquotes():
     c = count_registers(text)
     assert c.sentences["hapsyo"] == 1 and c.sentences["banmal"] == 0
     assert register_ok(text, "hapsyo", 0.8)[0] and not register_ok(text, "banmal", 0.8)[0]
+
+
+def test_register_module_loads_no_translate_pipeline(repo_root):
+    """evaluate imports the register classifier; that must not pull in the translate stage and its backends."""
+    code = ("import sys, koblla.text.register; "
+            "print(sorted(m for m in sys.modules if m.startswith('koblla.translate')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_classify_formality():

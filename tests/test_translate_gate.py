@@ -11,7 +11,8 @@ from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.memory import TranslationMemory
 from koblla.translate.params import TranslateParams
-from koblla.translate.segment import mask, restore, split_message
+from koblla.text.verbatim import mask, restore
+from koblla.translate.segment import split_message
 from koblla.translate.validate import CHECKS, Limits, check_translation
 from translate_server import FAULT_MODES, FakeLLMServer, always, fault_cycle, sequence_for_first
 

@@ -17,8 +17,9 @@ from koblla.translate.backends.base import Job
 from koblla.translate.inputs import Conversation
 from koblla.translate.memory import TranslationMemory, memory_key
 from koblla.translate.prompts import load_prompt
-from koblla.translate.register import register_ok
-from koblla.translate.segment import PLACEHOLDER_RE, mask, split_message
+from koblla.text.register import register_ok
+from koblla.text.verbatim import PLACEHOLDER_RE, mask
+from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation, checks_passed
 
 log = logging.getLogger(__name__)

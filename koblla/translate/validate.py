@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from koblla.translate.register import register_ok
-from koblla.translate.segment import FENCE_RE, PLACEHOLDER_RE, strip_verbatim
+from koblla.text.register import register_ok
+from koblla.text.verbatim import FENCE_RE, PLACEHOLDER_RE, strip_verbatim
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SENTENCE_END_RE = re.compile(r"[.!?。？！](?=[\s\"'”’)\]*_]|$)")

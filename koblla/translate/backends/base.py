@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from koblla.errors import KoBLLaError
-from koblla.translate.segment import PLACEHOLDER_RE, Masked, PlaceholderError, restore
+from koblla.text.verbatim import PLACEHOLDER_RE, Masked, PlaceholderError, restore
 from koblla.translate.validate import Limits, check_translation
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from koblla.translate.backends.base import Backend, BackendError, Job, judge, render_context
 from koblla.translate.ratelimit import PrioritySlots, RateLimiter
-from koblla.translate.register import kiwi
+from koblla.text.register import kiwi
 from koblla.translate.segment import estimate_tokens
 
 log = logging.getLogger(__name__)
