@@ -163,7 +163,7 @@ def register_accuracy() -> dict:
 
 def reference_rejections() -> tuple[int, int, dict]:
     """(rejected, total, reasons) of the human reference translations through judge() (restore + every check)."""
-    from koblla.translate.backends.base import Job, judge
+    from koblla.translate.backends.base import ChunkJob, judge
     from koblla.translate.params import TranslateParams
     from koblla.text.verbatim import mask, mask_with
     from koblla.translate.validate import Limits
@@ -173,7 +173,7 @@ def reference_rejections() -> tuple[int, int, dict]:
     for line in (REPO / "assets" / "lima" / "translation_memory.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         m = mask(rec["source"])
-        job = Job(rec["key"], rec["source"], rec["register"], m, "reference")
+        job = ChunkJob(rec["key"], rec["source"], rec["register"], m, "reference")
         text, why = judge(job, mask_with(rec["translation"], m.spans), limits, "stop")
         total += 1
         if text is None:

@@ -41,9 +41,6 @@ CHECKS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wr
 REASON_CHECK = {"too_long": "length", "too_short": "length", "too_few_sentences": "sentences",
                 "too_many_sentences": "sentences", "missing_terms": "terms", "paragraphs": "structure", "list_items": "structure",
                 "headings": "structure"}
-REASONS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wrong_language", "foreign_script",
-           "too_long", "too_short", "too_few_sentences", "too_many_sentences", "missing_terms", "paragraphs", "list_items",
-           "headings", "copied_source", "wrong_register", "backend_error")
 
 # Defaults of the commentary patterns (also the TranslateParams defaults). A reply line is commentary when it
 # matches and the source's matching line does not (a source that opens with "Sure!" may be translated "물론입니다!").
