@@ -164,11 +164,11 @@ def register_accuracy() -> dict:
 def reference_rejections() -> tuple[int, int, dict]:
     """(rejected, total, reasons) of the human reference translations through judge() (restore + every check)."""
     from koblla.translate.backends.base import ChunkJob, judge
-    from koblla.translate.params import TranslateParams
+    from koblla.params import load_section
     from koblla.text.verbatim import mask, mask_with
     from koblla.translate.validate import Limits
 
-    limits = Limits.from_params(TranslateParams())
+    limits = Limits.from_params(load_section("translate", REPO / "params.yaml"))
     rejected, total, reasons = 0, 0, Counter()
     for line in (REPO / "assets" / "lima" / "translation_memory.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)

@@ -12,11 +12,11 @@ from koblla.errors import InputError, KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.inputs import read_conversations
 from koblla.translate.memory import TranslationMemory, memory_key
-from koblla.translate.params import TranslateParams
 from koblla.text.register import classify_formality, count_registers, register_ok
 from koblla.text.verbatim import PlaceholderError, count_code_blocks, mask, restore
 from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation
+from params_helpers import section_params
 
 SAMPLE = "assets/lima/lima_sample.jsonl"
 
@@ -24,7 +24,7 @@ SAMPLE = "assets/lima/lima_sample.jsonl"
 @pytest.fixture
 def params(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    return TranslateParams()
+    return section_params("translate")
 
 
 # ---- faithfulness ------------------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_classify_formality():
 
 
 def test_check_translation_reasons():
-    limits = Limits()
+    limits = Limits.from_params(section_params("translate"))
     src = "How do I sort a list of numbers in Python without changing the original list?"
     good = "파이썬에서 원래 리스트는 바꾸지 않고 숫자 리스트를 정렬하려면 어떻게 해?"
     assert check_translation(src, good, "banmal", limits) == []
@@ -148,15 +148,15 @@ def test_bad_records_error_with_line_number_or_counted_skip(tmp_path, line, reas
     good = json.dumps({"conversations": ["Hi, how are you?", "I am fine, thank you."], "source": "t"})
     f.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
     with pytest.raises(InputError, match=rf"in.jsonl:2: .*{reason}.*on_bad_record"):
-        read_conversations(TranslateParams(input=str(f)))
-    convs, report = read_conversations(TranslateParams(input=str(f)), on_bad="skip")
+        read_conversations(section_params("translate", input=str(f)))
+    convs, report = read_conversations(section_params("translate", input=str(f)), on_bad="skip")
     assert len(convs) == 2 and report.skipped == 1 and [c.id for c in convs] == ["lima_0", "lima_2"]
 
 
 def test_instruction_response_input(tmp_path):
     f = tmp_path / "flat.jsonl"
     f.write_text(json.dumps({"instruction": "Say hi.", "response": "Hi!"}) + "\n", encoding="utf-8")
-    convs, _ = read_conversations(TranslateParams(input=str(f), input_format="instruction_response"))
+    convs, _ = read_conversations(section_params("translate", input=str(f), input_format="instruction_response"))
     assert convs[0].turns == ("Say hi.", "Hi!")
 
 
@@ -164,7 +164,7 @@ def test_hf_input_offline_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="HF_TOKEN"):
-        read_conversations(TranslateParams(input_format="hf", hf_dataset="GAIR/lima"))
+        read_conversations(section_params("translate", input_format="hf", hf_dataset="GAIR/lima"))
 
 
 def test_sample_schema(params):
