@@ -146,7 +146,7 @@ def register_accuracy() -> dict:
     if not SMILE.is_file():
         print(f"   {SMILE} absent: register accuracy not measured")
         return {"register_accuracy_formal": None, "register_accuracy_informal": None, "register_pairs": 0}
-    from koblla.translate.register import classify_formality, kiwi
+    from koblla.text.register import classify_formality, kiwi
 
     kiwi()
     with open(SMILE, encoding="utf-8", newline="") as f:
@@ -163,17 +163,17 @@ def register_accuracy() -> dict:
 
 def reference_rejections() -> tuple[int, int, dict]:
     """(rejected, total, reasons) of the human reference translations through judge() (restore + every check)."""
-    from koblla.translate.backends.base import Job, judge
-    from koblla.translate.params import TranslateParams
-    from koblla.translate.segment import mask, mask_with
+    from koblla.translate.backends.base import ChunkJob, judge
+    from koblla.params import load_section
+    from koblla.text.verbatim import mask, mask_with
     from koblla.translate.validate import Limits
 
-    limits = Limits.from_params(TranslateParams())
+    limits = Limits.from_params(load_section("translate", REPO / "params.yaml"))
     rejected, total, reasons = 0, 0, Counter()
     for line in (REPO / "assets" / "lima" / "translation_memory.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         m = mask(rec["source"])
-        job = Job(rec["key"], rec["source"], rec["register"], m, "reference")
+        job = ChunkJob(rec["key"], rec["source"], rec["register"], m, "reference")
         text, why = judge(job, mask_with(rec["translation"], m.spans), limits, "stop")
         total += 1
         if text is None:
@@ -195,7 +195,7 @@ def quality_gate(result: dict) -> None:
         sent = list(srv.sent)
     metrics = json.loads((WORK / "gate" / "metrics.json").read_text())
     got_ok = {src for mode, src, _ in sent if mode == "ok"}
-    from koblla.translate.segment import mask
+    from koblla.text.verbatim import mask
 
     mem = [json.loads(x) for x in (WORK / "gate" / "tm" / "memory.jsonl").read_text(encoding="utf-8").splitlines()]
     accepted_faulty = [r for r in mem if mask(r["source"]).text not in got_ok]

@@ -23,8 +23,21 @@ def params_with(tmp_path: Path, section: str, **updates) -> Path:
     return path
 
 
-def section_with(section: str, **updates) -> Any:
-    """params.yaml's `section`, with `updates` over it, validated (koblla.params.validate_section)."""
+def _merged(base: dict, updates: dict) -> dict:
+    out = dict(base)
+    for k, v in updates.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and v else v
+    return out
+
+
+def section_values(section: str, **updates) -> dict:
+    """params.yaml's `section` as a dict with `updates` merged in (nested dicts key by key)."""
+    return _merged(repo_params()[section], updates)
+
+
+def section_params(section: str, **updates):
+    """The validated params of one section: params.yaml's values (the models hold no defaults) with `updates`."""
     from koblla.params import validate_section
 
-    return validate_section(section, {**repo_params()[section], **updates}, REPO_ROOT / "params.yaml")
+    return validate_section(section, section_values(section, **updates), REPO_ROOT / "params.yaml")
+

@@ -13,6 +13,7 @@ from koblla.chat_vector import apply_chat_vector
 from koblla.chat_vector import merge as merge_mod
 from koblla.chat_vector.params import ChatVectorParams
 from koblla.errors import InputError
+from params_helpers import params_with, section_params, section_values
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -29,7 +30,7 @@ def assert_bitwise(out: dict, ref: dict) -> None:
 @pytest.mark.parametrize("ratio", [1.0, 0.7])
 def test_bitwise_equal_to_float64_reference(tmp_path, dtype, ratio):
     kor, base, inst = make_trio(tmp_path, DTYPES[dtype], shards=3)
-    params = ChatVectorParams(ratio=ratio, special_token_ids=SPECIAL, shard_size_mb=1)
+    params = section_params("chat_vector", ratio=ratio, special_token_ids=SPECIAL, shard_size_mb=1)
     m = apply_chat_vector(kor, base, inst, tmp_path / "out", params)
     out = load_model(tmp_path / "out")
     ref = reference(load_model(kor), load_model(base), load_model(inst), params.ratio_for, DTYPES[dtype])
@@ -41,7 +42,7 @@ def test_bitwise_equal_to_float64_reference(tmp_path, dtype, ratio):
 def test_many_small_chunks_and_rows_across_chunk_edges(tmp_path, monkeypatch):
     monkeypatch.setattr(merge_mod, "CHUNK_ELEMENTS", 40)  # 16-wide rows: 2 rows a block, special ids on edges
     kor, base, inst = make_trio(tmp_path, torch.bfloat16, shards=2)
-    params = ChatVectorParams(ratio=0.3, special_token_ids=[0, 1, 128006, 128255])
+    params = section_params("chat_vector", ratio=0.3, special_token_ids=[0, 1, 128006, 128255])
     apply_chat_vector(kor, base, inst, tmp_path / "out", params)
     ref = reference(load_model(kor), load_model(base), load_model(inst), params.ratio_for, torch.bfloat16,
                     special=[0, 1, 128006, 128255])
@@ -51,7 +52,7 @@ def test_many_small_chunks_and_rows_across_chunk_edges(tmp_path, monkeypatch):
 def test_overrides_first_match_wins_and_special_rows(tmp_path):
     kor, base, inst = make_trio(tmp_path, torch.bfloat16, shards=0)  # single model.safetensors in
     overrides = {"embed_tokens|lm_head": 0.0, "norm": 0.0, r"layers\.0\.": 0.5, "layers": 2.0}
-    params = ChatVectorParams(ratio=1.0, overrides=overrides, special_token_ids=SPECIAL)
+    params = section_params("chat_vector", ratio=1.0, overrides=overrides, special_token_ids=SPECIAL)
     assert params.ratio_for("model.layers.0.input_layernorm.weight") == 0.0  # "norm" comes before layers.0
     assert params.ratio_for("model.layers.0.mlp.up_proj.weight") == 0.5
     assert params.ratio_for("model.layers.1.mlp.up_proj.weight") == 2.0
@@ -70,7 +71,7 @@ def test_overrides_first_match_wins_and_special_rows(tmp_path):
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])  # fused numba kernel (float32 partial sums), numpy path
 def test_metrics(tmp_path, dtype):
     kor, base, inst = make_trio(tmp_path, DTYPES[dtype])
-    params = ChatVectorParams(ratio=0.5, special_token_ids=[])
+    params = section_params("chat_vector", ratio=0.5, special_token_ids=[])
     m = apply_chat_vector(kor, base, inst, tmp_path / "out", params)
     k, b, i = load_model(kor), load_model(base), load_model(inst)
     assert m["tensors"] == len(k) and m["parameters"] == sum(t.numel() for t in k.values())
@@ -89,7 +90,7 @@ def test_huge_finite_values_are_not_taken_for_nan(tmp_path):
     k = load_model(kor)
     k["model.norm.weight"][0] = 1e30  # its float32 square overflows; the value itself is fine in bf16
     kor2 = write_model(tmp_path / "kor2", k)
-    m = apply_chat_vector(kor2, base, inst, tmp_path / "out", ChatVectorParams(special_token_ids=SPECIAL))
+    m = apply_chat_vector(kor2, base, inst, tmp_path / "out", section_params("chat_vector", special_token_ids=SPECIAL))
     assert m["relative_change"]["norms"] >= 0 and m["vector_norm"]["total"] > 0
     ref = reference(k, load_model(base), load_model(inst), lambda n: 1.0, torch.bfloat16)
     assert_bitwise(load_model(tmp_path / "out"), ref)
@@ -98,7 +99,7 @@ def test_huge_finite_values_are_not_taken_for_nan(tmp_path):
 def test_output_layout_and_files_from_instruct(tmp_path):
     kor, base, inst = make_trio(tmp_path, torch.bfloat16)
     (inst / "original" / "consolidated.00.pth").write_bytes(b"not copied")
-    apply_chat_vector(kor, base, inst, tmp_path / "out", ChatVectorParams())
+    apply_chat_vector(kor, base, inst, tmp_path / "out", section_params("chat_vector"))
     out = tmp_path / "out"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["eos_token_id"] == 128009 and cfg["hidden_size"] == 16
@@ -119,14 +120,13 @@ def test_vocab_mismatch_is_refused(tmp_path):
         k[n] = torch.cat([k[n], torch.randn(64, k[n].shape[1]).bfloat16()])
     kor2 = write_model(tmp_path / "korean_ext", k)
     with pytest.raises(InputError, match=r"(embed_tokens|lm_head)\.weight.*\[128320, 16\].*korean_ext.*\[128256, 16\]"):
-        apply_chat_vector(kor2, base, inst, tmp_path / "out", ChatVectorParams())
+        apply_chat_vector(kor2, base, inst, tmp_path / "out", section_params("chat_vector"))
     assert not (tmp_path / "out").exists()
 
 
 def test_stage_cli_and_help(tmp_path, repo_root):
     kor, base, inst = make_trio(tmp_path, torch.bfloat16)
-    params = tmp_path / "params.yaml"
-    params.write_text("chat_vector:\n  ratio: 0.5\n  special_token_ids: [128009]\n")
+    params = params_with(tmp_path, "chat_vector", ratio=0.5, special_token_ids=[128009])
     cmd = [sys.executable, "-m", "stages.chat_vector", "--params", str(params), "--korean", str(kor), "--base",
            str(base), "--instruct", str(inst), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
     r = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True)
@@ -143,6 +143,6 @@ def test_stage_cli_and_help(tmp_path, repo_root):
 
 def test_params_reject_bad_regex_and_unknown_keys():
     with pytest.raises(ValueError, match="not a valid regex"):
-        ChatVectorParams(overrides={"(": 0.0})
+        ChatVectorParams(**section_values("chat_vector", overrides={"(": 0.0}))
     with pytest.raises(ValueError):
-        ChatVectorParams(ratios=1.0)
+        ChatVectorParams(**section_values("chat_vector", ratios=1.0))

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from chat_vector_helpers import load_model, make_trio, write_model
 from koblla.chat_vector import apply_chat_vector
-from koblla.chat_vector.params import ChatVectorParams
 from koblla.errors import InputError
+from params_helpers import section_params
 
 
 def no_output(tmp_path: Path, out: Path) -> None:
@@ -28,7 +28,7 @@ def trio(tmp_path):
 def run(trio, out, **kw):
     kor, base, inst = trio
     return apply_chat_vector(kw.pop("korean", kor), kw.pop("base", base), kw.pop("instruct", inst), out,
-                             ChatVectorParams(**kw))
+                             section_params("chat_vector", **kw))
 
 
 def test_missing_shard(tmp_path, trio):

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from koblla.chat_vector import apply_chat_vector
-from koblla.chat_vector.params import ChatVectorParams
+from params_helpers import section_params
 
 SPECIAL = [128006, 128007, 128009]
 
@@ -27,7 +27,7 @@ def chatvec(tiny_checkpoints, tmp_path_factory):
         save_file({n: (t.float() + torch.randn(t.shape, generator=g) * 1e-3).to(t.dtype) for n, t in sd.items()},
                   f, metadata={"format": "pt"})
     out = root / "koblla-chatvec"
-    apply_chat_vector(korean, base, instruct, out, ChatVectorParams(special_token_ids=SPECIAL))
+    apply_chat_vector(korean, base, instruct, out, section_params("chat_vector", special_token_ids=SPECIAL))
     return out, base, instruct
 
 

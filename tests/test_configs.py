@@ -57,12 +57,12 @@ def test_finetune_config_says_how_to_run_it(path):
 def _stage_values(path: Path, tmp_path: Path) -> tuple[dict, str]:
     from finetune_helpers import fake_model_dir
     from koblla.finetune.tune_config import base_values, instruct_values
-    from params_helpers import section_with
+    from params_helpers import section_params
 
     model = fake_model_dir(tmp_path / "model")
     if "instruct" in path.name:
-        return instruct_values(section_with("finetune_instruct"), model, tmp_path, 1), "finetune_instruct"
-    return base_values(section_with("finetune_base"), model, tmp_path, 1), "finetune_base"
+        return instruct_values(section_params("finetune_instruct"), model, tmp_path, 1), "finetune_instruct"
+    return base_values(section_params("finetune_base"), model, tmp_path, 1), "finetune_base"
 
 
 @pytest.mark.parametrize("path", FINETUNE, ids=lambda p: p.name)

@@ -18,7 +18,7 @@ from koblla.errors import InputError, ParamsError
 from koblla.finetune import checks
 from koblla.finetune.params import INSTRUCT_SETS, FinetuneBaseParams, FinetuneInstructParams
 from koblla.params import validate_section
-from params_helpers import repo_params, section_with
+from params_helpers import repo_params, section_params
 
 BASE_CFG = REPO / "configs" / "finetune_base.yaml"
 INSTRUCT_CFG = REPO / "configs" / "finetune_instruct.yaml"
@@ -62,9 +62,9 @@ def _job(tmp_path, stage="finetune_base", **kw):
     common = dict(seed=1, model_dir=model, out=tmp_path / "out", adapter_out=tmp_path / "adapter",
                   live_dir=tmp_path / "live", scratch_root=tmp_path / "scratch")
     if stage == "finetune_base":
-        p = section_with("finetune_base", **{"eval_max_tokens": 0, **kw})
+        p = section_params("finetune_base", **{"eval_max_tokens": 0, **kw})
         return base.make_job(p, data_dir=write_kowiki(tmp_path / "kowiki"), config=BASE_CFG, **common)
-    p = section_with("finetune_instruct", **kw)
+    p = section_params("finetune_instruct", **kw)
     return instruct.make_job(p, data_dir=write_lima_ko(tmp_path / "lima"), config=INSTRUCT_CFG, **common)
 
 
@@ -186,7 +186,7 @@ def test_config_hash_tracks_what_is_trained(tmp_path):
     model = fake_model_dir(tmp_path / "model")
 
     def cfg(**kw):
-        p = section_with("finetune_base", **kw)
+        p = section_params("finetune_base", **kw)
         return stage_config(BASE_CFG, base_values(p, model, tmp_path, 1), p.tune_overrides, "finetune_base")
 
     def key(c):
@@ -230,7 +230,7 @@ def test_run_key_comes_from_content_not_mtimes(tmp_path, monkeypatch):
     def key_in(clone: Path) -> str:
         monkeypatch.chdir(clone)  # the stage runs from the repo root with repo-relative paths, as dvc.yaml says
         model, data = Path("models/meta/Meta-Llama-3-8B"), Path("data/kowiki")
-        cfg = stage_config(BASE_CFG, base_values(section_with("finetune_base"), model, data, 1), {}, "finetune_base")
+        cfg = stage_config(BASE_CFG, base_values(section_params("finetune_base"), model, data, 1), {}, "finetune_base")
         return run_key(cfg, [model, data / "train.csv"])
 
     one, two = tmp_path / "clone1", tmp_path / "clone2"
@@ -249,54 +249,54 @@ def test_run_key_comes_from_content_not_mtimes(tmp_path, monkeypatch):
 # ---- bad input, before training --------------------------------------------------------------------------------
 def test_missing_init_checkpoint(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        checks.check_model(tmp_path / "nope", section_with("finetune_base"), "models.base_dir")
+        checks.check_model(tmp_path / "nope", section_params("finetune_base"), "models.base_dir")
 
 
 def test_seq_len_above_model_max(tmp_path):
     model = fake_model_dir(tmp_path / "m", max_pos=128)
     with pytest.raises(InputError, match="max_position_embeddings 128"):
-        checks.check_model(model, section_with("finetune_base", max_seq_len=256), "models.base_dir")
+        checks.check_model(model, section_params("finetune_base", max_seq_len=256), "models.base_dir")
 
 
 def test_tokenizer_model_vocab_mismatch(tmp_path):
     model = fake_model_dir(tmp_path / "m", vocab_size=32000)  # Llama 3 specials sit at 128000+
     with pytest.raises(InputError, match="vocab mismatch"):
-        checks.check_model(model, section_with("finetune_base"), "models.base_dir")
+        checks.check_model(model, section_params("finetune_base"), "models.base_dir")
 
 
 def test_missing_tokenizer(tmp_path):
     model = fake_model_dir(tmp_path / "m", with_tokenizer=False)
     with pytest.raises(InputError, match="tokenizer.model"):
-        checks.check_model(model, section_with("finetune_base"), "models.base_dir")
+        checks.check_model(model, section_params("finetune_base"), "models.base_dir")
 
 
 def test_empty_csv_after_filtering(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text('id,revid,url,title,text\n1,1,u,t,""\n2,2,u,t,"   "\n', encoding="utf-8")
     with pytest.raises(InputError, match="empty dataset after filtering"):
-        checks.check_text_csv(path, section_with("finetune_base"))
+        checks.check_text_csv(path, section_params("finetune_base"))
     path.write_text("id,title\n1,t\n", encoding="utf-8")
     with pytest.raises(InputError, match="no 'text' column"):
-        checks.check_text_csv(path, section_with("finetune_base"))
+        checks.check_text_csv(path, section_params("finetune_base"))
 
 
 def test_csv_too_small_for_one_step(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("id,revid,url,title,text\n1,1,u,t,짧은 글\n", encoding="utf-8")
     with pytest.raises(InputError, match="fewer than one optimizer step"):
-        checks.check_text_csv(path, section_with("finetune_base"))
+        checks.check_text_csv(path, section_params("finetune_base"))
 
 
 def test_chat_sets_empty_or_missing(tmp_path):
     d = write_lima_ko(tmp_path / "lima")
-    assert checks.check_chat_sets(d, section_with("finetune_instruct")) == {name: 8 for name in INSTRUCT_SETS}
+    assert checks.check_chat_sets(d, section_params("finetune_instruct")) == {name: 8 for name in INSTRUCT_SETS}
     for name in INSTRUCT_SETS:  # no assistant answers anywhere
         (d / f"{name}.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     with pytest.raises(InputError, match="empty dataset after filtering"):
-        checks.check_chat_sets(d, section_with("finetune_instruct"))
+        checks.check_chat_sets(d, section_params("finetune_instruct"))
     (d / "kolima.jsonl").unlink()
     with pytest.raises(InputError, match="kolima.jsonl: missing"):
-        checks.check_chat_sets(d, section_with("finetune_instruct"))
+        checks.check_chat_sets(d, section_params("finetune_instruct"))
 
 
 def test_stage_turns_bad_input_into_exit_code_2(tmp_path, capsys):
@@ -388,17 +388,17 @@ def test_lima_en_is_weighted_like_the_other_sets(tmp_path, tiny_tokenizer):
     assert repo_params()["finetune_instruct"]["datasets"]["lima_en"] > 0  # in the default mix
     d = write_lima_ko(tmp_path / "lima")
     for w, n in ((0.0, 24), (0.5, 28), (1.0, 32), (2.0, 40)):
-        p = section_with("finetune_instruct", datasets={**{k: 1.0 for k in INSTRUCT_SETS}, "lima_en": w})
+        p = section_params("finetune_instruct", datasets={**{k: 1.0 for k in INSTRUCT_SETS}, "lima_en": w})
         assert ("lima_en" in checks.check_chat_sets(d, p)) == (w > 0)
         ds = lima_mix_dataset(tiny_tokenizer, data_dir=str(d), weights=p.datasets, seed=1)
         trained = [tiny_tokenizer.decode([t for t, l in zip(s["tokens"], s["labels"]) if l != -100]) for s in ds]
         english_chats = sum("What is" in tiny_tokenizer.decode(s["tokens"]) and "Seoul" in a for s, a in zip(ds, trained))
         assert len(ds) == n and english_chats == n - 24, w  # lima_en's chats: English question, English answer
     (d / "lima_en.jsonl").unlink()
-    off = section_with("finetune_instruct", datasets={"kolima": 1.0, "lima_en": 0.0})
+    off = section_params("finetune_instruct", datasets={"kolima": 1.0, "lima_en": 0.0})
     assert checks.check_chat_sets(d, off) == {"kolima": 8}
     with pytest.raises(InputError, match="lima_en.jsonl: missing"):
-        checks.check_chat_sets(d, section_with("finetune_instruct"))
+        checks.check_chat_sets(d, section_params("finetune_instruct"))
 
 
 @pytest.fixture()

@@ -12,10 +12,11 @@ from koblla.errors import InputError, KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.inputs import read_conversations
 from koblla.translate.memory import TranslationMemory, memory_key
-from koblla.translate.params import TranslateParams
-from koblla.translate.register import classify_formality, count_registers, register_ok
-from koblla.translate.segment import count_code_blocks, mask, restore, split_message, PlaceholderError
+from koblla.text.register import classify_formality, count_registers, register_ok
+from koblla.text.verbatim import PlaceholderError, count_code_blocks, mask, restore
+from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation
+from params_helpers import section_params
 
 SAMPLE = "assets/lima/lima_sample.jsonl"
 
@@ -23,7 +24,7 @@ SAMPLE = "assets/lima/lima_sample.jsonl"
 @pytest.fixture
 def params(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    return TranslateParams()
+    return section_params("translate")
 
 
 # ---- faithfulness ------------------------------------------------------------------------------------------------
@@ -77,6 +78,14 @@ def test_register_ignores_quotes_code_and_blockquotes():
     assert register_ok(text, "hapsyo", 0.8)[0] and not register_ok(text, "banmal", 0.8)[0]
 
 
+def test_register_module_loads_no_translate_pipeline(repo_root):
+    """evaluate imports the register classifier; that must not pull in the translate stage and its backends."""
+    code = ("import sys, koblla.text.register; "
+            "print(sorted(m for m in sys.modules if m.startswith('koblla.translate')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_classify_formality():
     assert classify_formality("안녕하세요. 저는 고양이 6마리 키워요.") == "formal"
     assert classify_formality("안녕! 나는 고양이 6마리 키워.") == "informal"
@@ -84,7 +93,7 @@ def test_classify_formality():
 
 
 def test_check_translation_reasons():
-    limits = Limits()
+    limits = Limits.from_params(section_params("translate"))
     src = "How do I sort a list of numbers in Python without changing the original list?"
     good = "파이썬에서 원래 리스트는 바꾸지 않고 숫자 리스트를 정렬하려면 어떻게 해?"
     assert check_translation(src, good, "banmal", limits) == []
@@ -112,7 +121,7 @@ def test_memory_append_resume_torn_line_and_duplicates(tmp_path):
     with open(d / "memory.jsonl", "a", encoding="utf-8") as f:
         f.write(lines[0] + "\n" + lines[0][:25])
     mem = TranslationMemory(d)
-    assert mem.get(k) == "안녕, 친구." and mem.duplicates == 1
+    assert mem.get(k) == "안녕, 친구." and len(mem) == 1  # the duplicate line counts once
     mem.put("Bye.", "ko", "banmal", "v1", "m", "잘 가.", "test")
     mem.close()
     recs = [json.loads(x) for x in (d / "memory.jsonl").read_text().splitlines()]
@@ -139,15 +148,15 @@ def test_bad_records_error_with_line_number_or_counted_skip(tmp_path, line, reas
     good = json.dumps({"conversations": ["Hi, how are you?", "I am fine, thank you."], "source": "t"})
     f.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
     with pytest.raises(InputError, match=rf"in.jsonl:2: .*{reason}.*on_bad_record"):
-        read_conversations(TranslateParams(input=str(f)))
-    convs, report = read_conversations(TranslateParams(input=str(f)), on_bad="skip")
+        read_conversations(section_params("translate", input=str(f)))
+    convs, report = read_conversations(section_params("translate", input=str(f)), on_bad="skip")
     assert len(convs) == 2 and report.skipped == 1 and [c.id for c in convs] == ["lima_0", "lima_2"]
 
 
 def test_instruction_response_input(tmp_path):
     f = tmp_path / "flat.jsonl"
     f.write_text(json.dumps({"instruction": "Say hi.", "response": "Hi!"}) + "\n", encoding="utf-8")
-    convs, _ = read_conversations(TranslateParams(input=str(f), input_format="instruction_response"))
+    convs, _ = read_conversations(section_params("translate", input=str(f), input_format="instruction_response"))
     assert convs[0].turns == ("Say hi.", "Hi!")
 
 
@@ -155,7 +164,7 @@ def test_hf_input_offline_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="HF_TOKEN"):
-        read_conversations(TranslateParams(input_format="hf", hf_dataset="GAIR/lima"))
+        read_conversations(section_params("translate", input_format="hf", hf_dataset="GAIR/lima"))
 
 
 def test_sample_schema(params):

@@ -10,9 +10,11 @@ import pytest
 from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.memory import TranslationMemory
-from koblla.translate.params import TranslateParams
-from koblla.translate.segment import mask, restore, split_message
+from koblla.text.verbatim import mask, restore
+from koblla.translate.segment import split_message
 from koblla.translate.validate import CHECKS, Limits, check_translation
+from koblla.translate.params import TranslateParams
+from params_helpers import section_params
 from translate_server import FAULT_MODES, FakeLLMServer, always, fault_cycle, sequence_for_first
 
 SECRET = "sk-koblla-gate-1a2b3c4d5e"
@@ -30,7 +32,7 @@ def make_params(srv: FakeLLMServer, **kw) -> TranslateParams:
                   max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05)
     openai.update(kw.pop("openai", {}))
     kw.setdefault("prompt_version", "v2")
-    return TranslateParams(backend="openai", model="fake-model", seed_memory=[], openai=openai, **kw)
+    return section_params("translate", backend="openai", model="fake-model", seed_memory=[], openai=openai, **kw)
 
 
 def rows(d, name):
@@ -181,7 +183,7 @@ def test_nested_fence_is_sent_masked_and_comes_back_byte_identical(tmp_path):
 
 
 def test_lima_en_is_the_source_unchanged(tmp_path):
-    m = run_translate(TranslateParams(), tmp_path / "o", tmp_path / "tm", None)
+    m = run_translate(section_params("translate"), tmp_path / "o", tmp_path / "tm", None)
     en = rows(tmp_path / "o", "lima_en")
     side = rows(tmp_path / "o", "side_by_side")
     assert m["items_written_en"] == len(en) == 14
@@ -190,7 +192,7 @@ def test_lima_en_is_the_source_unchanged(tmp_path):
 
 
 def test_a_memory_entry_from_a_laxer_gate_is_flagged_not_written(tmp_path):
-    p = TranslateParams(seed_memory=[])
+    p = section_params("translate", seed_memory=[])
     src = "Thanks! Where can I read more about it?"
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"conversations": [src, "Start with the official tutorial."]}) + "\n")
@@ -198,12 +200,12 @@ def test_a_memory_entry_from_a_laxer_gate_is_flagged_not_written(tmp_path):
     tm.put(src, "ko", "banmal", "v1", p.model, "다음은 번역입니다: 고마워! 더 읽을 만한 데가 어디야?", "openai")
     tm.put("Start with the official tutorial.", "ko", "hapsyo", "v1", p.model, "공식 튜토리얼부터 시작하십시오.", "openai")
     tm.close()
-    m = run_translate(TranslateParams(seed_memory=[], input=str(inp)), tmp_path / "o", tmp_path / "tm", None)
+    m = run_translate(section_params("translate", seed_memory=[], input=str(inp)), tmp_path / "o", tmp_path / "tm", None)
     assert m["memory_entries_rejected"] == 1 and m["memory_rejected_by_reason"] == {"commentary": 1}
     assert m["items_written"] == 0 and rows(tmp_path / "o", "kolima") == []
 
 
-REF = Limits()
+REF = Limits.from_params(section_params("translate"))
 
 
 @pytest.mark.parametrize("output,reason", [

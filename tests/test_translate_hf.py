@@ -9,6 +9,7 @@ import pytest
 from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.params import TranslateParams
+from params_helpers import section_params
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -40,8 +41,8 @@ def char_chat_model(tmp_path_factory):
 
 
 def _params(model_dir, **kw) -> TranslateParams:
-    return TranslateParams(backend="hf", model="tiny-random", seed_memory=[], max_attempts=2,
-                           hf={"model_path": str(model_dir), "batch_size": 4, "max_new_tokens": 12, "device": "cpu",
+    return section_params("translate", backend="hf", model="tiny-random", seed_memory=[], max_attempts=2,
+                          hf={"model_path": str(model_dir), "batch_size": 4, "max_new_tokens": 12, "device": "cpu",
                                "dtype": "float32"}, **kw)
 
 

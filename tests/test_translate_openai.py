@@ -16,8 +16,9 @@ import yaml
 
 from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
-from koblla.translate.params import TranslateParams
 from koblla.translate.ratelimit import TokenBucket
+from koblla.translate.params import TranslateParams
+from params_helpers import section_params
 from translate_server import FakeLLMServer, always, sequence, sequence_for_first
 
 SECRET = "sk-koblla-test-9f8e7d6c5b4a"
@@ -34,7 +35,7 @@ def make_params(srv: FakeLLMServer, **kw) -> TranslateParams:
     openai = dict(base_url=srv.base_url, api_key_env="KOBLLA_TEST_KEY", concurrency=4, timeout_s=0.5,
                   max_retries=4, backoff_base_s=0.01, backoff_max_s=0.05)
     openai.update(kw.pop("openai", {}))
-    return TranslateParams(backend="openai", model="fake-model", seed_memory=[], openai=openai, **kw)
+    return section_params("translate", backend="openai", model="fake-model", seed_memory=[], openai=openai, **kw)
 
 
 def rows(d, name):
@@ -52,7 +53,7 @@ def test_happy_path_matches_reference_and_rerun_makes_no_requests(tmp_path):
         m2 = run_translate(make_params(srv), tmp_path / "out2", tmp_path / "tm", None)
         assert srv.requests == 0 and m2["cache_hit_rate"] == 1.0
     # Same text as the shipped reference translations served by the memory backend.
-    ref = run_translate(TranslateParams(), tmp_path / "ref", tmp_path / "tm_ref", None)
+    ref = run_translate(section_params("translate"), tmp_path / "ref", tmp_path / "tm_ref", None)
     assert ref["items_written"] == m["items_written"] == 14
     assert rows(tmp_path / "out", "kolima") == rows(tmp_path / "ref", "kolima")
 

@@ -8,8 +8,8 @@ import sys
 
 import yaml
 
-from koblla.translate.register import count_registers
-from koblla.translate.segment import mask
+from koblla.text.register import count_registers
+from koblla.text.verbatim import mask
 
 
 def test_jsonl_files_match_sample_yaml(repo_root):

@@ -22,7 +22,7 @@ from typing import Callable
 
 import yaml
 
-from koblla.translate.segment import PLACEHOLDER_RE, mask, mask_with
+from koblla.text.verbatim import PLACEHOLDER_RE, mask, mask_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _REGISTER_RE = re.compile(r"Target register: (\w+)")

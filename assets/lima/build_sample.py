@@ -15,13 +15,15 @@ from pathlib import Path
 import yaml
 
 from koblla.translate.memory import memory_key
+from koblla.params import load_section
 from koblla.translate.params import TranslateParams
 from koblla.translate.pipeline import TARGET_LANG
 from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation
 
 HERE = Path(__file__).resolve().parent
-REFERENCE_MODEL = "koblla-reference"  # translate.model default: these are human reference translations
+REFERENCE_MODEL = "koblla-reference"  # translate.model of the embedded default: human reference translations
+REFERENCE_PROMPT_VERSION = "v1"  # the shipped memory's keys (a real run's prompt_version does not change them)
 
 
 def build(params: TranslateParams) -> tuple[str, str, list[str]]:
@@ -45,13 +47,13 @@ def build(params: TranslateParams) -> tuple[str, str, list[str]]:
                 reasons = check_translation(src, ko, register, limits)
                 if reasons:
                     problems.append(f"item {n} turn {i} [{register}]: {reasons}: {ko[:60]!r}")
-                key = memory_key(src, TARGET_LANG, register, params.prompt_version, REFERENCE_MODEL)
+                key = memory_key(src, TARGET_LANG, register, REFERENCE_PROMPT_VERSION, REFERENCE_MODEL)
                 if key in seen:
                     continue
                 seen.add(key)
                 memory.append(json.dumps({
                     "key": key, "source": src, "target_lang": TARGET_LANG, "register": register,
-                    "prompt_version": params.prompt_version, "model": REFERENCE_MODEL, "translation": ko,
+                    "prompt_version": REFERENCE_PROMPT_VERSION, "model": REFERENCE_MODEL, "translation": ko,
                     "backend": "human",
                 }, ensure_ascii=False) + "\n")
     return "".join(lima), "".join(memory), problems
@@ -61,7 +63,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
-    lima, memory, problems = build(TranslateParams())
+    lima, memory, problems = build(load_section("translate", HERE.parents[1] / "params.yaml"))  # the gate the stage runs with
     if problems:
         print("reference translations that fail validation:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1

@@ -9,17 +9,14 @@ from koblla.params import Section
 
 
 class ChatVectorParams(Section):
-    """Chat-vector merge: korean + ratio * (instruct - base), tensor by tensor, in bounded memory."""
+    """Chat-vector merge: korean + ratio * (instruct - base), tensor by tensor, in bounded memory.
 
-    ratio: float = 1.0
-    # regex -> ratio, tried in order with re.search on the HF tensor name; the first match wins, names that match
-    # none use `ratio`. The Korean community recipe: {"embed_tokens|lm_head": 0.0, "norm": 0.0}.
-    overrides: dict[str, float] = Field(default_factory=dict)
-    # Rows copied verbatim from the instruct model into embed_tokens and lm_head (the Chat Vector paper's fix for
-    # chat tokens base Llama 3 never trained: <|start_header_id|> 128006, <|end_header_id|> 128007, <|eot_id|> 128009).
-    special_token_ids: list[int] = Field(default_factory=list)
-    # Output shard size in MiB (HF's default is about 5 GB); shards never split a tensor.
-    shard_size_mb: int = Field(default=4096, gt=0)
+    Values and their docs live in params.yaml only (no defaults here, so the two cannot drift)."""
+
+    ratio: float
+    overrides: dict[str, float]
+    special_token_ids: list[int]
+    shard_size_mb: int = Field(gt=0)
 
     @field_validator("overrides")
     @classmethod

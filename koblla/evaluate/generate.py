@@ -61,7 +61,7 @@ def load_prompts(path: str | Path, limit: int | None = None) -> list[Prompt]:
 
 def measure_register(text: str) -> dict:
     """Sentence counts per register and an overall label: jondaetmal | banmal | none (no Korean sentence)."""
-    from koblla.translate.register import classify_formality, count_registers
+    from koblla.text.register import classify_formality, count_registers
 
     c = count_registers(text)
     counts = {k: int(c.sentences[k]) for k in ("hapsyo", "haeyo", "banmal", "none")}

@@ -1,45 +1,8 @@
-"""LIMA -> KoLIMA + BiLIMA: translation through a memory and a backend, checked for language and register."""
-from __future__ import annotations
+"""LIMA -> KoLIMA + BiLIMA: translation through a memory and a backend, checked for language and register.
 
-import logging
-import time
-from pathlib import Path
+The stage runs `run_translate` (koblla/translate/stage.py); pipeline.py plans and assembles chunks, backends/ talk
+to the models, validate.py is the quality gate, memory.py the translation memory.
+"""
+from koblla.translate.stage import run_translate
 
-from koblla.atomic import write_json
-from koblla.translate.inputs import read_conversations
-from koblla.translate.memory import TranslationMemory
-from koblla.translate.outputs import write_outputs
-from koblla.translate.pipeline import translate_conversations
-
-log = logging.getLogger(__name__)
-
-
-def run_translate(params, out_dir: str | Path, memory_dir: str | Path, metrics_path: str | Path | None) -> dict:
-    """The whole stage: read, translate (memory first), write datasets and metrics. Returns the metrics."""
-    t0 = time.monotonic()
-    convs, report = read_conversations(params, params.on_bad_record)
-    memory = TranslationMemory(memory_dir, params.seed_memory)
-    try:
-        results, counters = translate_conversations(convs, params, memory)
-    finally:
-        memory.close()
-    counts = write_outputs(results, out_dir, params.system_prompt)
-    metrics = {
-        "backend": params.backend,
-        "model": params.model,
-        "prompt_version": params.prompt_version,
-        "assistant_register": params.assistant_register,
-        "items": len(convs),
-        "items_written": counts["kolima"],
-        "items_written_en": counts["lima_en"],
-        "items_flagged": sum(not r.ok for r in results),
-        "skipped_records": report.skipped,
-        "skip_reasons": report.skip_reasons,
-        "turns": sum(len(c.turns) for c in convs),
-        **counters,
-        "memory_records": len(memory),
-        "seconds": round(time.monotonic() - t0, 2),
-    }
-    if metrics_path:
-        write_json(metrics_path, metrics)
-    return metrics
+__all__ = ["run_translate"]

@@ -37,20 +37,19 @@ class TranslationMemory:
         self.dir = Path(directory)
         self.path = self.dir / MEMORY_FILE
         self._entries: dict[str, str] = {}
-        self.loaded_seed = self.loaded_own = self.duplicates = 0
         for seed in seeds:
             seed = Path(seed)
             if not seed.is_file():
                 raise InputError(
                     f"translate.seed_memory: {str(seed)!r} does not exist (fix or remove it in params.yaml)"
                 )
-            self.loaded_seed += self._load(seed, writable=False)
+            self._load(seed)
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             # DVC may have checked this persistent output out as a link into its cache: edit a private copy.
             unprotect(self.path)
             self._repair_tail()
-            self.loaded_own += self._load(self.path, writable=True)
+            self._load(self.path)
         else:
             self.path.touch()
         self._fh = None
@@ -65,8 +64,7 @@ class TranslationMemory:
             with open(self.path, "r+b") as f:
                 f.truncate(keep)
 
-    def _load(self, path: Path, writable: bool) -> int:
-        n = 0
+    def _load(self, path: Path) -> None:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
@@ -80,12 +78,7 @@ class TranslationMemory:
                         f"{path}:{lineno}: not a translation-memory record ({type(e).__name__}: {e}); "
                         f"records need {list(KEY_FIELDS) + ['translation']}"
                     ) from None
-                if key in self._entries:
-                    self.duplicates += 1
-                    continue
-                self._entries[key] = text
-                n += 1
-        return n
+                self._entries.setdefault(key, text)  # the first record of a key wins
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -1,9 +1,9 @@
 """Translate conversations turn by turn through the memory and a backend, then assemble the Korean turns.
 
-Each turn is split into chunks within the token budget; each chunk with something to translate is one Job keyed by
-(source, target language, register, prompt version, model). Identical chunks are translated once. Memory hits are
-served first; the backend gets only the misses, and every accepted translation is appended to the memory at once,
-so an interrupted run resumes where it stopped.
+Each turn is split into chunks within the token budget; each chunk with something to translate is one ChunkJob
+keyed by (source, target language, register, prompt version, model). Identical chunks are translated once. Memory
+hits are served first; the backend gets only the misses, and every accepted translation is appended to the memory
+at once, so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from koblla.translate.backends import make_backend
-from koblla.translate.backends.base import Job
+from koblla.translate.backends.base import ChunkJob
 from koblla.translate.inputs import Conversation
 from koblla.translate.memory import TranslationMemory, memory_key
 from koblla.translate.prompts import load_prompt
-from koblla.translate.register import register_ok
-from koblla.translate.segment import PLACEHOLDER_RE, mask, split_message
+from koblla.text.register import register_ok
+from koblla.text.verbatim import PLACEHOLDER_RE, mask
+from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation, checks_passed
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def turn_register(index: int, assistant_register: str) -> str:
     return "banmal" if index % 2 == 0 else assistant_register
 
 
-def plan_turn(text: str, register: str, params, jobs: dict[str, Job], where: str,
+def plan_turn(text: str, register: str, params, jobs: dict[str, ChunkJob], where: str,
               history: list[tuple[str, str, str | None]] | None = None) -> list[Piece]:
     """Pieces of one turn; new chunks become Jobs whose context is `history` (the conversation so far, grown here
     chunk by chunk, so a long answer's later chunks see its earlier ones)."""
@@ -68,7 +69,7 @@ def plan_turn(text: str, register: str, params, jobs: dict[str, Job], where: str
         key = memory_key(core, TARGET_LANG, register, params.prompt_version, params.model)
         if key not in jobs:
             context = list(history) if params.context else []
-            jobs[key] = Job(key, core, register, masked, where, [c for c in context if c[2] != key])
+            jobs[key] = ChunkJob(key, core, register, masked, where, [c for c in context if c[2] != key])
         pieces.append(Piece(key, lead, core, trail))
         history.append((role, core, key))
     return pieces
@@ -80,7 +81,7 @@ def translate_conversations(
     """Returns one Translated per conversation and the run's counters (for metrics/translate.json)."""
     prompt = load_prompt(params.prompt_version)
     limits = Limits.from_params(params)
-    jobs: dict[str, Job] = {}
+    jobs: dict[str, ChunkJob] = {}
     layout = []
     for c in convs:
         history: list[tuple[str, str, str | None]] = []
@@ -93,7 +94,7 @@ def translate_conversations(
     backend = make_backend(params, prompt, limits)
     backend.translation_of = memory.get
 
-    def accept(job: Job, text: str) -> None:
+    def accept(job: ChunkJob, text: str) -> None:
         memory.put(job.source, TARGET_LANG, job.register, params.prompt_version, params.model, text, backend.name)
 
     flagged = backend.run(misses, accept) if misses else {}

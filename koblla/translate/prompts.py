@@ -12,7 +12,7 @@ PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
 
 @dataclass(frozen=True)
-class Prompt:
+class PromptTemplate:
     version: str
     system: str
     registers: dict[str, str]
@@ -29,7 +29,7 @@ class Prompt:
         return [{"role": "system", "content": system}, {"role": "user", "content": masked_text}]
 
 
-def load_prompt(version: str, prompts_dir: Path = PROMPTS_DIR) -> Prompt:
+def load_prompt(version: str, prompts_dir: Path = PROMPTS_DIR) -> PromptTemplate:
     path = prompts_dir / f"translate_{version}.yaml"
     if not path.is_file():
         have = sorted(p.stem.removeprefix("translate_") for p in prompts_dir.glob("translate_*.yaml"))
@@ -42,5 +42,5 @@ def load_prompt(version: str, prompts_dir: Path = PROMPTS_DIR) -> Prompt:
     missing = {"banmal", "hapsyo", "haeyo"} - set(data.get("registers", {}))
     if missing:
         raise ParamsError(f"{path}: registers {sorted(missing)} missing")
-    return Prompt(version, data["system"], data["registers"], data.get("retry_note", ""),
+    return PromptTemplate(version, data["system"], data["registers"], data.get("retry_note", ""),
                   data.get("context", ""))

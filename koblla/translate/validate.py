@@ -1,7 +1,7 @@
 """The quality gate: checks every translation before it is accepted.
 
 A failed check names a reason; the caller retries (up to translate.max_attempts) and then flags the chunk, which
-keeps its conversation out of every output file. Each bound is a param (translate.* in params.yaml) whose default
+keeps its conversation out of every output file. Each bound is a param (translate.* in params.yaml) whose value
 was set from our reference translations (assets/lima/sample.yaml, docs/translate.md "Quality gate").
 
 Checks, in order (CHECKS; a reply's reasons are the names of the checks it failed):
@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from koblla.translate.register import register_ok
-from koblla.translate.segment import FENCE_RE, PLACEHOLDER_RE, strip_verbatim
+from koblla.text.register import register_ok
+from koblla.text.verbatim import FENCE_RE, PLACEHOLDER_RE, strip_verbatim
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SENTENCE_END_RE = re.compile(r"[.!?。？！](?=[\s\"'”’)\]*_]|$)")
@@ -41,53 +41,36 @@ CHECKS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wr
 REASON_CHECK = {"too_long": "length", "too_short": "length", "too_few_sentences": "sentences",
                 "too_many_sentences": "sentences", "missing_terms": "terms", "paragraphs": "structure", "list_items": "structure",
                 "headings": "structure"}
-REASONS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wrong_language", "foreign_script",
-           "too_long", "too_short", "too_few_sentences", "too_many_sentences", "missing_terms", "paragraphs", "list_items",
-           "headings", "copied_source", "wrong_register", "backend_error")
-
-# Defaults of the commentary patterns (also the TranslateParams defaults). A reply line is commentary when it
-# matches and the source's matching line does not (a source that opens with "Sure!" may be translated "물론입니다!").
-META_PATTERN = r"(?i)translat|번역|역주|원문"
-# (reply opener, source opener): a reply may open with the first only when its source opens with the second
-# ("Sure!" -> "물론입니다!", "Yes, ..." -> "네, ..."); "물론입니다! 네, ..." for "Yes, ..." is a preamble.
-OPENER_PAIRS = (
-    (r"^\W*(?:물론|당연)", r"(?i)^\W*(?:sure|certainly|of course|absolutely|definitely|naturally)\b"),
-    (r"^\W*(?:네|예|응)(?:[,.!\s]|$)", r"(?i)^\W*(?:yes|yeah|yep|yup|right|correct|indeed)\b"),
-    (r"^\W*(?:알겠|좋습니다|좋아요|좋아[,.!\s]|그래[,.!\s])", r"(?i)^\W*(?:ok|okay|alright|all right|got it|great|good|fine)\b"),
-    (r"^\W*(?:다음은|아래는|여기 있|여기에 )", r"(?i)^\W*(?:here|below|the following|following|these|this is|next)\b"),
-    (r"(?i)^\W*(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are)|below is)\b",
-     r"(?i)^\W*(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are)|below is)\b"),
-)
-CLOSER_PATTERN = r"(?i)^\W*(?:참고|주의|note\b|notes\b|p\.?s\b|역주|※|i hope|hope this|이 번역|번역)"
-SOURCE_CLOSER_PATTERN = r"(?i)^\W*(?:note|notes|nb|n\.b|p\.?s|warning|caution|tip|important|disclaimer|remember|※)"
 
 
 @dataclass(frozen=True)
 class Limits:
-    min_hangul_share: float = 0.45
-    max_foreign_script_share: float = 0.03
-    min_length_ratio: float = 0.28
-    max_length_ratio: float = 0.85
-    min_sentence_ratio: float = 0.75
-    max_sentence_ratio: float = 1.5
-    max_missing_terms_share: float = 0.2
-    min_terms: int = 3
-    max_paragraph_diff: int = 0
-    max_list_item_diff: int = 0
-    max_heading_diff: int = 0
-    min_register_share: float = 0.8
-    max_copied_share: float = 0.5
-    placeholders_in_order: bool = True
-    reject_commentary: bool = True
-    meta_pattern: str = META_PATTERN
-    opener_pairs: tuple = OPENER_PAIRS
-    closer_pattern: str = CLOSER_PATTERN
-    source_closer_pattern: str = SOURCE_CLOSER_PATTERN
+    """The gate's bounds, as `translate.*` in params.yaml sets them (the values and their docs live there)."""
+
+    min_hangul_share: float
+    max_foreign_script_share: float
+    min_length_ratio: float
+    max_length_ratio: float
+    min_sentence_ratio: float
+    max_sentence_ratio: float
+    max_missing_terms_share: float
+    min_terms: int
+    max_paragraph_diff: int
+    max_list_item_diff: int
+    max_heading_diff: int
+    min_register_share: float
+    max_copied_share: float
+    placeholders_in_order: bool
+    reject_commentary: bool
+    meta_pattern: str
+    opener_pairs: tuple  # of (reply opener, source opener) regex pairs
+    closer_pattern: str
+    source_closer_pattern: str
 
     @classmethod
     def from_params(cls, p) -> "Limits":
         kw = {f.name: getattr(p, f.name) for f in fields(cls)}
-        kw["opener_pairs"] = tuple(tuple(x) for x in kw["opener_pairs"])  # hashable, like the default
+        kw["opener_pairs"] = tuple(tuple(x) for x in kw["opener_pairs"])  # hashable (the dataclass is frozen)
         return cls(**kw)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from koblla.errors import KoBLLaError
-from koblla.translate.segment import PLACEHOLDER_RE, Masked, PlaceholderError, restore
+from koblla.text.verbatim import PLACEHOLDER_RE, Masked, PlaceholderError, restore
 from koblla.translate.validate import Limits, check_translation
 
 
@@ -15,7 +15,7 @@ class BackendError(KoBLLaError):
 
 
 @dataclass
-class Job:
+class ChunkJob:
     key: str  # translation-memory key
     source: str  # English chunk (surrounding whitespace removed)
     register: str  # banmal | hapsyo | haeyo
@@ -34,13 +34,13 @@ class Stats:
     tokens_out: int = 0
     transport_errors: Counter = field(default_factory=Counter)  # http_429, http_500, timeout, bad_json ...
     rejected: Counter = field(default_factory=Counter)  # validation failures of single attempts, by reason
-    flagged: Counter = field(default_factory=Counter)  # chunks given up on after max_attempts, by last reason
 
 
-Accept = Callable[[Job, str], None]  # called once per job with its accepted translation
+Accept = Callable[[ChunkJob, str], None]  # called once per job with its accepted translation
 
 
-def judge(job: Job, raw: str | None, limits: Limits, finish_reason: str | None = None) -> tuple[str | None, list[str]]:
+def judge(job: ChunkJob, raw: str | None, limits: Limits,
+          finish_reason: str | None = None) -> tuple[str | None, list[str]]:
     """Restore placeholders in one model output and validate it: (translation, []) or (None, reasons).
 
     finish_reason "length" (the reply hit the output budget) is a truncation whatever the text looks like."""
@@ -61,7 +61,7 @@ def judge(job: Job, raw: str | None, limits: Limits, finish_reason: str | None =
     return (None, reasons) if reasons else (text, [])
 
 
-def render_context(job: Job, translation_of: Callable[[str], str | None], max_chars: int) -> str | None:
+def render_context(job: ChunkJob, translation_of: Callable[[str], str | None], max_chars: int) -> str | None:
     """The conversation so far as text: English and accepted Korean of each earlier chunk, newest kept when it
     must be cut to `max_chars`. None when there is nothing (first chunk, or context off)."""
     if not job.context or max_chars <= 0:
@@ -91,6 +91,6 @@ class Backend:
         self.stats = Stats()
         self.translation_of: Callable[[str], str | None] = lambda key: None  # set by the pipeline (memory.get)
 
-    def run(self, jobs: list[Job], accept: Accept) -> dict[str, list[str]]:
+    def run(self, jobs: list[ChunkJob], accept: Accept) -> dict[str, list[str]]:
         """Translate `jobs`, calling accept(job, text) for each success; return {key: reasons} of flagged jobs."""
         raise NotImplementedError

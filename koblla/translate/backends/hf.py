@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from koblla.translate.backends.base import Backend, BackendError, Job, judge, render_context
+from koblla.translate.backends.base import Backend, BackendError, ChunkJob, judge, render_context
 
 log = logging.getLogger(__name__)
 SAMPLING_TEMPERATURE = 0.7  # re-translations only
@@ -47,7 +47,7 @@ class HFBackend(Backend):
         log.info("hf backend: %s on %s (%s)", c.model_path, device, model.dtype)
         return torch, tok, model, device
 
-    def run(self, jobs: list[Job], accept) -> dict[str, list[str]]:
+    def run(self, jobs: list[ChunkJob], accept) -> dict[str, list[str]]:
         torch, tok, model, device = self._load()
         torch.manual_seed(0)
         pending, reasons_of = list(jobs), {}
@@ -76,7 +76,7 @@ class HFBackend(Backend):
             log.warning("flagged %s after %d attempt(s): %s", job.where, self.params.max_attempts, reasons_of[job.key])
         return {job.key: reasons_of[job.key] for job in pending}
 
-    def _generate(self, torch, tok, model, device, batch: list[Job], attempt: int, reasons_of: dict) -> list[str]:
+    def _generate(self, torch, tok, model, device, batch: list[ChunkJob], attempt: int, reasons_of: dict) -> list[str]:
         prompts = [
             tok.apply_chat_template(
                 self.prompt.messages(j.masked.text, j.register, reasons_of.get(j.key),

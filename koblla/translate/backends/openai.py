@@ -35,9 +35,9 @@ from concurrent.futures.process import BrokenProcessPool
 import httpx
 from tqdm import tqdm
 
-from koblla.translate.backends.base import Backend, BackendError, Job, judge, render_context
+from koblla.translate.backends.base import Backend, BackendError, ChunkJob, judge, render_context
 from koblla.translate.ratelimit import PrioritySlots, RateLimiter
-from koblla.translate.register import kiwi
+from koblla.text.register import kiwi
 from koblla.translate.segment import estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class OpenAIBackend(Backend):
             raise BackendError(f"the translation validator process died ({e}); rerun the stage: finished "
                                "translations are in the translation memory and will not be requested again") from None
 
-    async def _run_all(self, jobs: list[Job], accept) -> dict[str, list[str]]:
+    async def _run_all(self, jobs: list[ChunkJob], accept) -> dict[str, list[str]]:
         c = self.cfg
         self._slots = PrioritySlots(c.concurrency)
         self._limiter = RateLimiter(c.rpm, c.tpm)
@@ -186,7 +186,7 @@ class OpenAIBackend(Backend):
 
             done = {j.key: asyncio.Event() for j in jobs}
 
-            async def one(job: Job) -> None:
+            async def one(job: ChunkJob) -> None:
                 try:
                     for _, _, key in job.context:  # earlier chunks of the conversation first: they are context
                         if key in done:
@@ -212,7 +212,7 @@ class OpenAIBackend(Backend):
                 bar.close()
         return flagged
 
-    async def _translate(self, client: httpx.AsyncClient, job: Job, accept) -> list[str]:
+    async def _translate(self, client: httpx.AsyncClient, job: ChunkJob, accept) -> list[str]:
         """Attempts until one validates: [] on success (accept() called), else the last attempt's reasons."""
         reasons: list[str] = []
         context = render_context(job, self.translation_of, self.params.context_chars)
@@ -244,7 +244,7 @@ class OpenAIBackend(Backend):
                 self.stats.retries += 1  # a re-translation
         return reasons
 
-    async def _complete(self, client: httpx.AsyncClient, messages: list[dict], temperature: float | None, job: Job,
+    async def _complete(self, client: httpx.AsyncClient, messages: list[dict], temperature: float | None, job: ChunkJob,
                         max_tokens: int, retried: bool = False) -> tuple[str, str | None]:
         c = self.cfg
         body = self.body(messages, temperature, max_tokens)

@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from koblla.translate.segment import strip_verbatim
+from koblla.text.verbatim import strip_verbatim
 
 HAPSYO_ENDINGS = ("ᆸ니다", "습니다", "ᆸ니까", "습니까", "ᆸ시오", "십시오", "ᆸ시다", "읍시다", "나이다", "옵니다")
 _QUOTES_RE = re.compile(r"\"[^\"\n]*\"|“[^”\n]*”|‘[^’\n]*’|「[^」\n]*」|『[^』\n]*』|(?<!\w)'[^'\n]*'(?!\w)")

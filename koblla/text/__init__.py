@@ -1,0 +1,1 @@
+"""Text analysis shared by translate and evaluate: verbatim spans (code, URLs, LaTeX) and Korean speech level."""
