@@ -47,7 +47,9 @@ def test_sample_dump_is_multistream_and_deterministic(sample, tmp_path):
 def test_metrics_count_every_page(sample):
     m = sample["metrics"]
     assert m["pages_read"] == 37 and m["pages_kept"] == ARTICLES
-    assert m["dropped"] == {"namespace": 4, "redirect": 3, "disambiguation": 1, "too_short": 1}
+    assert m["dropped"] == {"namespace": 4, "redirect": 3, "disambiguation": 1, "too_short": 1, "too_large": 0,
+                            "too_slow": 0}
+    assert m["skipped_pages"] == []
     assert m["parse_errors"] == 0 and m["parse_error_pages"] == []
     assert m["pages_kept"] + sum(m["dropped"].values()) + m["parse_errors"] == m["pages_read"]
     assert sum(m["rows"].values()) == ARTICLES and all(m["rows"][s] > 0 for s in ("train", "dev", "test"))
