@@ -11,7 +11,7 @@ import yaml
 
 from koblla.errors import ParamsError
 from koblla.preflight import check_params
-from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env
+from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env, ran_stages
 
 
 def _params(repo_root: Path) -> dict:
@@ -69,9 +69,9 @@ def _snapshot(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A copy of the repo with the cheap stages' outputs (dump, kowiki CSVs, translations) built by dvc."""
+    """A copy of the repo with the cheap stages' outputs (dump, tiny models, kowiki CSVs, translations) built by dvc."""
     repo = copy_repo(tmp_path_factory.mktemp("preflight") / "repo")
-    dvc("repro", "extract_wiki", "translate", cwd=repo)
+    dvc("repro", "extract_wiki", "translate", "make_tiny_models", cwd=repo)
     git("add", "-A", cwd=repo)
     git("commit", "-q", "-m", "built", cwd=repo)
     return repo
@@ -104,4 +104,43 @@ def test_wrong_param_leaves_outputs_in_place(built, how, param, value, message):
     finally:
         (repo / "params.yaml").write_text(original, encoding="utf-8")
     # Back to the committed params: the built stages are up to date again, nothing reruns.
-    assert "Running stage" not in dvc("repro", "extract_wiki", "translate", cwd=repo).stdout
+    assert "Running stage" not in dvc("repro", "extract_wiki", "translate", "make_tiny_models", cwd=repo).stdout
+
+
+@pytest.mark.slow
+def test_outputs_are_links_into_the_cache(built):
+    """cache.type = hardlink: file and directory outputs alike are the cache's own bytes, never a second copy."""
+    repo = built
+    cache_inodes = {f.stat().st_ino for f in (repo / ".dvc/cache").rglob("*") if f.is_file()}
+    checked = 0
+    for out in ("data/raw", "data/kowiki", "data/lima_ko", "models/meta/Meta-Llama-3-8B",
+                "models/meta/Meta-Llama-3-8B-Instruct"):
+        for f in (repo / out).rglob("*"):
+            if not f.is_file() or f.name == ".gitignore" or f.stat().st_size == 0:
+                continue  # DVC copies empty files
+            st = f.stat()
+            assert st.st_nlink >= 2 and st.st_ino in cache_inodes, f"{f.relative_to(repo)} is a copy"
+            assert not st.st_mode & 0o222, f"{f.relative_to(repo)} is writable: an in-place edit would hit the cache"
+            checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.slow
+def test_reverting_a_param_restores_from_the_run_cache(built):
+    """Going back is free: a param set back to a value already run restores the outputs (models, adapter, metrics,
+    DVCLive) from DVC's run cache instead of training again."""
+    repo = built
+    dvc("repro", "finetune_base", cwd=repo)
+    first = {k: v for k, v in _snapshot(repo).items() if "finetune_base" in k or "koblla-base" in k}
+    assert any(k.startswith("models/koblla-base/") for k in first) and "metrics/finetune_base.json" in first
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    changed = original.replace("  lr: 0.0003", "  lr: 0.0001", 1)
+    assert changed != original
+    (repo / "params.yaml").write_text(changed, encoding="utf-8")
+    assert "finetune_base" in ran_stages(dvc("repro", "finetune_base", cwd=repo).stdout)
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    out = dvc("repro", "finetune_base", cwd=repo).stdout
+    assert "finetune_base" not in ran_stages(out), out
+    assert "Stage 'finetune_base' is cached - skipping run, checking out outputs" in out, out
+    again = {k: v for k, v in _snapshot(repo).items() if "finetune_base" in k or "koblla-base" in k}
+    assert again == first
