@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from koblla.atomic import atomic_dir, write_json
+from koblla import runlog
+from koblla.atomic import atomic_dir
 from koblla.errors import KoBLLaError
 from koblla.finetune import command, publish, report
 from koblla.finetune.dvclive_logger import read_steps
@@ -189,4 +190,4 @@ def train_and_publish(job: Job) -> dict:
 
 
 def write_metrics(path: Path, metrics: dict) -> None:
-    write_json(path, metrics)
+    runlog.write_metrics(path, metrics)  # timings beside it, not in it (koblla/runlog.py)

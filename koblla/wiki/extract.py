@@ -23,7 +23,8 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from koblla.atomic import atomic_dir, write_json
+from koblla.atomic import atomic_dir
+from koblla.runlog import write_metrics
 from koblla.errors import InputError, KoBLLaError
 from koblla.params import require_path
 from koblla.wiki.clean import CleanConfig
@@ -244,5 +245,5 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
         "mb_per_s": round(size / 1e6 / seconds, 3) if seconds else None,
     }
     if metrics_path is not None:
-        write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return metrics
