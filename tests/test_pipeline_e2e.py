@@ -15,7 +15,7 @@ from pipeline_helpers import copy_repo, dvc, git, ran_stages, run
 pytestmark = pytest.mark.slow
 
 EVAL_MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
-RECIPE_STAGES = {"extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct", "report"} | {
+RECIPE_STAGES = {"check_params", "extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct", "report"} | {
     f"evaluate@{m}" for m in EVAL_MODELS
 }
 
@@ -107,8 +107,9 @@ def test_exp_run_on_translate_param_reruns_only_dependents(pipeline):
     # -S takes Hydra override syntax: a value with spaces is quoted.
     out = dvc("exp", "run", "-S", "translate.system_prompt='너는 친절한 한국어 도우미야.'", cwd=repo, timeout=900)
     ran = ran_stages(out.stdout)
-    # report reruns only if the instruct model's scores moved; nothing upstream of translate may rerun.
-    must = {"translate", "finetune_instruct", "evaluate@koblla_inst"}
+    # report reruns only if the instruct model's scores moved; nothing upstream of translate may rerun (but the
+    # params check, which runs on every params.yaml change).
+    must = {"check_params", "translate", "finetune_instruct", "evaluate@koblla_inst"}
     assert must <= ran <= must | {"report"}, out.stdout
     kolima = (repo / "data/lima_ko/kolima.jsonl").read_text().splitlines()
     assert json.loads(kolima[0])["messages"][0] == {"role": "system", "content": "너는 친절한 한국어 도우미야."}
