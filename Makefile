@@ -16,3 +16,7 @@ test: setup
 
 test-fast: setup
 	$(RUN) pytest -m "not slow"
+
+.PHONY: exps
+exps:  ## experiments: one row each, changed params + headline scores (scripts/exp_table.py)
+	@$(RUN) python scripts/exp_table.py

@@ -1,6 +1,6 @@
 """Chat with any model of the chain in the terminal; the answer streams token by token.
 
-python -m stages.chat --model-dir models/koblla-instruct
+python -m stages.chat            (default: --model-dir models/koblla-instruct, the last model of the chain)
 
 Type a message and press Enter; `/reset` starts a new conversation, `/exit` (or Ctrl-D) quits. Lines piped on stdin
 are the user turns of one conversation: `echo "안녕, 너는 누구야?" | python -m stages.chat --model-dir models/koblla-instruct`.
@@ -16,7 +16,8 @@ from koblla.params import load_section
 
 def main(argv=None):
     p = make_parser(__doc__)
-    p.add_argument("--model-dir", required=True, help="Hugging Face model folder (any model of the chain)")
+    p.add_argument("--model-dir", default="models/koblla-instruct",
+                   help="Hugging Face model folder, any model of the chain (default: models/koblla-instruct)")
     p.add_argument("--system", default=None, help="system prompt (default: evaluate.chat.system_prompt)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from koblla.atomic import write_json
+from koblla.runlog import write_metrics
 from koblla.cli import make_parser, run_stage, setup_logging
 from koblla.errors import InputError
 from koblla.params import load_section, require_path
@@ -43,7 +43,7 @@ def main(argv=None):
     from koblla.chat_vector import apply_chat_vector  # imports numba: keep --help fast
 
     m = apply_chat_vector(a.korean, a.base, a.instruct, a.out, params)
-    write_json(a.metrics, m)
+    write_metrics(a.metrics, m)
     print(
         f"chat_vector: {m['tensors']} tensors, {m['parameters']} parameters, {m['shards']} shard(s) "
         f"({m['output_bytes'] / 2**20:.1f} MiB {m['dtype']}), ratio {m['ratio']}, "

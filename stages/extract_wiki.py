@@ -14,6 +14,7 @@ Real dump (see docs/extract_wiki.md):
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 from koblla.cli import make_parser, run_stage, setup_logging
@@ -29,6 +30,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     setup_logging(a.verbose)
     params = load_section("extract_wiki", a.params)
+    # SIGTERM (dvc, a job scheduler, `kill`) unwinds like Ctrl-C: workers are killed, the temp output removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     m = extract_wiki(params, a.out_dir, a.metrics, progress=not a.no_progress)
     dropped = ", ".join(f"{k} {v}" for k, v in m["dropped"].items())
     print(

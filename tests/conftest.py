@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import koblla  # noqa: F401  (its CPU reproducibility settings must precede any torch import in this process)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

@@ -47,7 +47,9 @@ def test_sample_dump_is_multistream_and_deterministic(sample, tmp_path):
 def test_metrics_count_every_page(sample):
     m = sample["metrics"]
     assert m["pages_read"] == 37 and m["pages_kept"] == ARTICLES
-    assert m["dropped"] == {"namespace": 4, "redirect": 3, "disambiguation": 1, "too_short": 1}
+    assert m["dropped"] == {"namespace": 4, "redirect": 3, "disambiguation": 1, "too_short": 1, "too_large": 0,
+                            "too_slow": 0}
+    assert m["skipped_pages"] == []
     assert m["parse_errors"] == 0 and m["parse_error_pages"] == []
     assert m["pages_kept"] + sum(m["dropped"].values()) + m["parse_errors"] == m["pages_read"]
     assert sum(m["rows"].values()) == ARTICLES and all(m["rows"][s] > 0 for s in ("train", "dev", "test"))
@@ -180,6 +182,9 @@ def test_stage_entry_point(sample, tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"{ARTICLES} kept" in out.stdout and "pages" in out.stderr  # counts printed, progress on stderr
     assert csv_bytes(tmp_path / "o") == csv_bytes(sample["out"])
+    # Run-dependent figures (time, throughput, core count) go beside the metrics file, never into it.
+    assert not {"seconds", "mb_per_s", "workers"} & set(json.loads((tmp_path / "m.json").read_text(encoding="utf-8")))
+    assert {"seconds", "mb_per_s", "workers"} <= set(json.loads((tmp_path / "m.timings.json").read_text(encoding="utf-8")))
     p.write_text(text.replace(str(sample["dump"]), str(tmp_path / "gone.xml.bz2")), encoding="utf-8")
     out = subprocess.run([sys.executable, "-m", "stages.extract_wiki", "--params", str(p), "--out-dir",
                           str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json")],

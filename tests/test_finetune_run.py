@@ -76,7 +76,9 @@ def check_outputs(tmp: Path, init_dir: Path, steps: int) -> dict:
     assert (live / "loss.png").stat().st_size > 1000
 
     m = json.loads((tmp / "metrics.json").read_text())
-    assert m["steps"] == steps and m["tokens_seen"] > 0 and m["tokens_per_second"] > 0 and m["peak_rss_gib"] > 0
+    assert m["steps"] == steps and m["tokens_seen"] > 0 and "tokens_per_second" not in m
+    t = json.loads((tmp / "metrics.timings.json").read_text())  # run-dependent figures: beside, not in, metrics
+    assert t["tokens_per_second"] > 0 and t["peak_rss_gib"] > 0
     assert math.isfinite(m["final_loss"])
     assert not any((tmp / "scratch").rglob("epoch_*")), "scratch is cleaned after publishing"
     return m

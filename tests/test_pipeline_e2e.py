@@ -1,21 +1,26 @@
 """End to end: the embedded default `dvc repro` in a copy of the repo, then a no-op rerun, a push/pull through a
-local-folder remote into a fresh clone, and an experiment on one translate param that reruns exactly its
-dependents. The tests share one pipeline run and must run in file order."""
+local-folder remote into a fresh clone, an experiment on one translate param that reruns exactly its
+dependents, wrong params that fail before any output is touched, outputs hardlinked into the cache, and a
+reverted param restored from the run cache. The tests share one pipeline run and must run in file order."""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from pipeline_helpers import copy_repo, dvc, git, ran_stages, run
+from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
 EVAL_MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
-RECIPE_STAGES = {"extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct", "report"} | {
+RECIPE_STAGES = {"check_params", "extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct", "report"} | {
     f"evaluate@{m}" for m in EVAL_MODELS
 }
 
@@ -107,8 +112,94 @@ def test_exp_run_on_translate_param_reruns_only_dependents(pipeline):
     # -S takes Hydra override syntax: a value with spaces is quoted.
     out = dvc("exp", "run", "-S", "translate.system_prompt='너는 친절한 한국어 도우미야.'", cwd=repo, timeout=900)
     ran = ran_stages(out.stdout)
-    # report reruns only if the instruct model's scores moved; nothing upstream of translate may rerun.
-    must = {"translate", "finetune_instruct", "evaluate@koblla_inst"}
+    # report reruns only if the instruct model's scores moved; nothing upstream of translate may rerun (but the
+    # params check, which runs on every params.yaml change).
+    must = {"check_params", "translate", "finetune_instruct", "evaluate@koblla_inst"}
     assert must <= ran <= must | {"report"}, out.stdout
     kolima = (repo / "data/lima_ko/kolima.jsonl").read_text().splitlines()
     assert json.loads(kolima[0])["messages"][0] == {"role": "system", "content": "너는 친절한 한국어 도우미야."}
+
+
+# ---- safe experiments: run after the tests above, on the same pipeline ----------------------------------------
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _snapshot(repo: Path) -> dict[str, str]:
+    """sha256 of every file under the output folders."""
+    out = {}
+    for top in ("data", "models", "metrics", "dvclive", "reports"):
+        for f in sorted((repo / top).rglob("*")):
+            if f.is_file():
+                out[str(f.relative_to(repo))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("how", ["repro", "exp run"])
+@pytest.mark.parametrize("param, value, message", [
+    ("models.base_dir", "models/meta/typo", r"models\.base_dir: directory 'models/meta/typo' does not exist"),
+    ("extract_wiki.min_charz", 10, r"extract_wiki\.min_charz: unknown key"),
+    ("extract_wiki.dump", "data/raw/missing.xml.bz2", r"extract_wiki\.dump: file 'data/raw/missing.xml.bz2'"),
+])
+def test_wrong_param_leaves_outputs_in_place(pipeline, how, param, value, message):
+    repo, _, _ = pipeline
+    before = _snapshot(repo)
+    assert any(k.startswith("data/kowiki/") for k in before) and any(k.startswith("data/lima_ko/") for k in before)
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(original)
+    section, key = param.split(".")
+    data[section][key] = value
+    _write(repo / "params.yaml", data)
+    try:
+        cmd = [str(VENV_BIN / "dvc"), *how.split()]
+        r = subprocess.run(cmd, cwd=repo, env=pipeline_env(), capture_output=True, text=True, timeout=600)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert re.search(message, out), out
+        assert "Running stage 'check_params'" in out and out.count("Running stage") == 1, out
+        assert _snapshot(repo) == before
+    finally:
+        (repo / "params.yaml").write_text(original, encoding="utf-8")
+    # Back to the params before: everything is up to date again, nothing reruns.
+    assert "Running stage" not in dvc("repro", cwd=repo).stdout
+
+
+def test_outputs_are_links_into_the_cache(pipeline):
+    """cache.type = hardlink: file and directory outputs alike are the cache's own bytes, never a second copy."""
+    repo, _, _ = pipeline
+    cache_inodes = {f.stat().st_ino for f in (repo / ".dvc/cache").rglob("*") if f.is_file()}
+    checked = 0
+    for out in ("data/raw", "data/kowiki", "data/lima_ko", "models"):
+        for f in (repo / out).rglob("*"):
+            if not f.is_file() or f.name == ".gitignore" or f.stat().st_size == 0:
+                continue  # DVC copies empty files
+            st = f.stat()
+            assert st.st_nlink >= 2 and st.st_ino in cache_inodes, f"{f.relative_to(repo)} is a copy"
+            assert not st.st_mode & 0o222, f"{f.relative_to(repo)} is writable: an in-place edit would hit the cache"
+            checked += 1
+    assert checked >= 40
+
+
+def test_reverting_a_param_restores_from_the_run_cache(pipeline):
+    """Going back is free: a param set back to a value already run restores the outputs (models, adapter, metrics,
+    DVCLive) from DVC's run cache instead of training again."""
+    repo, _, _ = pipeline
+    dvc("repro", "finetune_base", cwd=repo)
+    # (metrics/finetune_base.timings.json is the log of whichever run came last, not an output: left out)
+    first = {k: v for k, v in _snapshot(repo).items()
+             if ("finetune_base" in k or "koblla-base" in k) and not k.endswith(".timings.json")}
+    assert any(k.startswith("models/koblla-base/") for k in first) and "metrics/finetune_base.json" in first
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    changed = original.replace("  lr: 0.0003", "  lr: 0.0001", 1)
+    assert changed != original
+    (repo / "params.yaml").write_text(changed, encoding="utf-8")
+    assert "finetune_base" in ran_stages(dvc("repro", "finetune_base", cwd=repo).stdout)
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    out = dvc("repro", "finetune_base", cwd=repo).stdout
+    assert "finetune_base" not in ran_stages(out), out
+    assert "Stage 'finetune_base' is cached - skipping run, checking out outputs" in out, out
+    again = {k: v for k, v in _snapshot(repo).items()
+             if ("finetune_base" in k or "koblla-base" in k) and not k.endswith(".timings.json")}
+    assert again == first

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from koblla.atomic import atomic_dir, remove_stale_temps, write_json
+from koblla import runlog
+from koblla.atomic import atomic_dir, remove_stale_temps
 from koblla.errors import KoBLLaError
 from koblla.finetune import publish, report, tune_command, tune_config
 from koblla.finetune.dvclive_logger import read_steps
@@ -201,4 +202,4 @@ def train_and_publish(job: Job) -> dict:
 
 
 def write_metrics(path: Path, metrics: dict) -> None:
-    write_json(path, metrics)
+    runlog.write_metrics(path, metrics)  # timings beside it, not in it (koblla/runlog.py)

@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from koblla.atomic import write_json
+from koblla.runlog import write_metrics
 from koblla.translate.inputs import read_conversations
 from koblla.translate.memory import TranslationMemory
 from koblla.translate.outputs import write_outputs
@@ -41,5 +41,5 @@ def run_translate(params, out_dir: str | Path, memory_dir: str | Path, metrics_p
         "seconds": round(time.monotonic() - t0, 2),
     }
     if metrics_path:
-        write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return metrics

@@ -24,11 +24,13 @@ CATEGORY_PREFIXES = ("분류", "category")
 DROP_TAGS = ("ref", "references", "gallery", "math", "chem", "ce", "score", "timeline", "syntaxhighlight", "source",
              "imagemap", "graph", "templatedata", "mapframe", "maplink", "inputbox", "categorytree", "table")
 
-_NOWIKI = re.compile(r"<nowiki\b[^>]*?(?:/>|>.*?</nowiki\s*>)", re.S | re.I)  # raw text: no pass may touch it
+# Tags are paired by _paired_tags in one linear pass (a regex `<ref>.*?</ref>` rescans the rest of the page for each
+# unclosed tag: quadratic in their number). A tag's attributes hold no `<` or `>`.
+_NOWIKI_TAG = re.compile(r"<(?:(nowiki)\b([^<>]*)|/(nowiki)\s*)>", re.I)  # raw text: no pass may touch it
 _STASHED = re.compile(r"\x00(\d+)\x00")
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_DROP_TAG = re.compile(r"<(%s)\b[^>]*?(?:/>|>.*?</\1\s*>)" % "|".join(DROP_TAGS), re.S | re.I)
-_STRAY_REF = re.compile(r"</?ref\b[^>]*>", re.I)
+_DROP_TAG = re.compile(r"<(?:(%s)\b([^<>]*)|/(%s)\s*)>" % ("|".join(DROP_TAGS), "|".join(DROP_TAGS)), re.I)
+_STRAY_REF = re.compile(r"</?ref\b[^<>]*>", re.I)
 _MAGIC = re.compile(r"__[A-Z가-힣]+__")
 _TEMPLATE = re.compile(r"\{\{([^{}]*)\}\}")  # innermost template: its body holds no braces
 _TABLE = re.compile(r"\{\|[^{}]*?\n[ \t]*\|\}")  # innermost table (nested ones contain "{|" and wait their turn)
@@ -40,6 +42,10 @@ _LINK_PIPED = re.compile(r"\[\[([^\[\]|{}]*)\|([^\[\]{}|]*)\]\]")  # [[target|la
 _LINK_PLAIN = re.compile(r"\[\[([^\[\]|{}]*)\]\]")  # [[target]] -> target
 _INTERLANG_LINK = re.compile(r"\[\[[a-z]{2,3}(?:-[a-z]+)*:[^\[\]]*\]\]")  # [[en:Seoul]]: not shown in the text
 # What the parser pass is needed for; a lone "[" or "<" is text ("[sic]", "<10 ppm").
+# A `<` that opens no complete tag (`<ref name=x` without `>`): text, escaped before the parser sees it.
+_BROKEN_TAG = re.compile(r"<(?=[A-Za-z/])(?![A-Za-z/][^<>]*>)")
+_BRACKETS = re.compile(r"\{\{|\}\}|\[\[|\]\]")
+_BRACKET_TEXT = {"{{": "&#123;&#123;", "[[": "&#91;&#91;"}
 _RESIDUAL_MARKUP = re.compile(r"\[\[|\{\{|\{\||<[A-Za-z/!]|\[(?:https?:|ftp:)?//")
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(?:-[a-zA-Z]{2,8})*$")
 _INTERLANG = re.compile(r"^[a-z]{2,3}(?:-[a-z]+)*$")
@@ -48,7 +54,7 @@ _EXT_LINK = re.compile(r"\[(?:https?:|ftp:)?//[^\s\[\]<>\"]+[ \t]*([^\]\n]*)\]")
 # Formatting tags: the tags go, their content stays (<nowiki> is left to the parser: its content must stay raw).
 _FORMAT_TAG = re.compile(
     r"</?(?:small|big|span|sup|sub|b|i|u|s|strong|em|center|div|font|abbr|cite|blockquote|poem|p|code|tt|var|kbd|"
-    r"del|ins|mark|q|dfn|bdi|bdo|ruby|rb|rt|rp|wbr|onlyinclude|includeonly)\b[^>]*>", re.I)
+    r"del|ins|mark|q|dfn|bdi|bdo|ruby|rb|rt|rp|wbr|onlyinclude|includeonly)\b[^<>]*>", re.I)
 _BREAK_TAG = re.compile(r"<(?:br|hr)\s*/?>", re.I)
 _ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);")
 # Spaces other than " " (tab, no-break, en/em/thin, zero-width, ideographic). Replaced with str.replace: a regex
@@ -149,6 +155,79 @@ def _template_text(body: str, keep: frozenset[str]) -> str:
     return " ".join(a for a in args if a)
 
 
+def _escape_tag(element: str) -> str:
+    """An unclosed tag as text: `&lt;math>` reads the same after the parser (which decodes it once) but is not
+    a tag it would try to close at every later position (superlinear on thousands of them)."""
+    return "&lt;" + element[1:]
+
+
+def _unclosed_drop_tag(element: str) -> str:
+    return "" if _STRAY_REF.fullmatch(element) else _escape_tag(element)  # a stray <ref> goes, as it always did
+
+
+def _paired_tags(text: str, tags: re.Pattern, repl, unclosed=_escape_tag) -> str:
+    """Replace each `<x ...>...</x>` (or `<x .../>`) that `tags` finds with repl(element); linear in len(text).
+
+    `tags` matches an open tag (groups 1 name, 2 attributes) or a close tag (group 3 name). An open tag runs to the
+    first close tag of its name after it (as the regex `<x\\b[^>]*?>.*?</x\\s*>` would); an unclosed one becomes text.
+    """
+    tokens = list(tags.finditer(text))
+    if not tokens:
+        return text
+    closes: dict[str, list[int]] = {}
+    for i, m in enumerate(tokens):
+        if m.group(3) is not None:
+            closes.setdefault(m.group(3).lower(), []).append(i)
+    nexts = {name: 0 for name in closes}  # per name: first close token not yet behind us
+    out, pos = [], 0
+    for i, m in enumerate(tokens):
+        if m.start() < pos or m.group(1) is None:
+            continue  # inside an element already replaced, or a close tag on its own
+        if m.group(2).endswith("/"):
+            end = m.end()
+        else:
+            name = m.group(1).lower()
+            idx = closes.get(name, ())
+            j = nexts.get(name, 0)
+            while j < len(idx) and idx[j] <= i:
+                j += 1
+            if idx:
+                nexts[name] = j
+            if j >= len(idx):  # unclosed: shown as text
+                out.append(text[pos:m.start()])
+                out.append(unclosed(m.group(0)))
+                pos = m.end()
+                continue
+            end = tokens[idx[j]].end()
+        out.append(text[pos:m.start()])
+        out.append(repl(text[m.start():end]))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _escape_unclosed_brackets(text: str) -> str:
+    """`{{` / `[[` that no `}}` / `]]` closes, as entities: the parser shows them as text anyway, but tries to close
+    each one at every later position first (minutes for a few thousand). One linear pass."""
+    stacks: dict[str, list[int]] = {"{{": [], "[[": []}
+    for m in _BRACKETS.finditer(text):
+        tok = m.group(0)
+        if tok in stacks:
+            stacks[tok].append(m.start())
+        elif stacks["{{" if tok == "}}" else "[["]:
+            stacks["{{" if tok == "}}" else "[["].pop()
+    unclosed = sorted((pos, tok) for tok, st in stacks.items() for pos in st)
+    if not unclosed:
+        return text
+    out, prev = [], 0
+    for pos, tok in unclosed:
+        out.append(text[prev:pos])
+        out.append(_BRACKET_TEXT[tok])
+        prev = pos + 2
+    out.append(text[prev:])
+    return "".join(out)
+
+
 def _remove_templates_and_tables(text: str, cfg: CleanConfig) -> str:
     def repl(m: re.Match) -> str:
         return _template_text(m.group(1), cfg.keep_templates)
@@ -190,14 +269,14 @@ def preclean(text: str, cfg: CleanConfig) -> str:
     stash: list[str] = []
     if "owiki" in text or "OWIKI" in text:
         # <nowiki> content is shown as is: set it aside, put it back for the parser (which keeps it raw).
-        def put_aside(m: re.Match) -> str:
-            stash.append(m.group(0))
+        def put_aside(element: str) -> str:
+            stash.append(element)
             return f"\x00{len(stash) - 1}\x00"
 
-        text = _NOWIKI.sub(put_aside, text)
+        text = _paired_tags(text, _NOWIKI_TAG, put_aside)
     text = _COMMENT.sub("", text)
     if "<" in text:
-        text = _STRAY_REF.sub("", _DROP_TAG.sub("", text))
+        text = _STRAY_REF.sub("", _paired_tags(text, _DROP_TAG, lambda element: "", _unclosed_drop_tag))
     text = _MAGIC.sub("", text)
     text = _remove_templates_and_tables(text, cfg)
     if "=" in text:
@@ -281,6 +360,9 @@ def clean_wikitext(text: str, cfg: CleanConfig) -> str:
     """Article wikitext -> plain text, one paragraph or list item per line."""
     text = preclean(text, cfg)
     if _RESIDUAL_MARKUP.search(text):
+        if "<" in text:
+            text = _BROKEN_TAG.sub("&lt;", text)
+        text = _escape_unclosed_brackets(text)
         # Residual markup the regexes leave alone; the parser also decodes entities (&lt; -> <) exactly once.
         out: list[str] = []
         _strip(mwparserfromhell.parse(text, skip_style_tags=True), cfg, out)

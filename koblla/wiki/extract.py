@@ -6,11 +6,13 @@ memory stays bounded whatever the dump's size.
 """
 from __future__ import annotations
 
+import ctypes
 import csv
 import hashlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -21,7 +23,8 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from koblla.atomic import atomic_dir, write_json
+from koblla.atomic import atomic_dir
+from koblla.runlog import write_metrics
 from koblla.errors import InputError, KoBLLaError
 from koblla.params import require_path
 from koblla.wiki.clean import CleanConfig
@@ -36,16 +39,35 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "revid", "url", "title", "text")
 SPLITS = ("train", "dev", "test")
-DROP_REASONS = ("namespace", "redirect", "disambiguation", "too_short")
+DROP_REASONS = ("namespace", "redirect", "disambiguation", "too_short", "too_large", "too_slow")
 
 # Per-process state set by _init_worker (passed once per worker, not once per task).
 _CFG: PageConfig | None = None
 _DUMP: Path | None = None
 
 
-def _init_worker(cfg: PageConfig, dump: Path) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make the kernel SIGKILL this worker when its parent dies (even by kill -9): no orphan keeps a core busy
+    or blocks on a result pipe nobody reads. Linux only; elsewhere the parent's own cleanup has to do."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(cfg: PageConfig, dump: Path, parent_pid: int | None = None) -> None:
     global _CFG, _DUMP
     _CFG, _DUMP = cfg, dump
+    if parent_pid is not None:  # a worker process, not the inline single-worker path
+        _die_with_parent(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stream_task(stream: Stream) -> tuple[BatchResult, int]:
@@ -75,8 +97,10 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, initargs: tuple) ->
         return
     # fork: workers start in milliseconds and inherit the imported modules. A worker that dies (e.g. killed for
     # memory) breaks the executor and fails the run, where multiprocessing.Pool would wait forever.
-    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker, initargs=initargs)
+    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                             initargs=(*initargs, os.getpid()))
     pending: deque = deque()
+    finished = False
     try:
         for t in tasks:
             pending.append(ex.submit(fn, t))
@@ -84,12 +108,16 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, initargs: tuple) ->
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        finished = True
     except BrokenProcessPool as e:
         raise KoBLLaError(
             f"an extract_wiki worker process died ({e}); if it ran out of memory, lower extract_wiki.workers"
         ) from None
     finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+        if not finished:  # an error, Ctrl-C or SIGTERM: stop the workers now, not after their current page
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                proc.kill()
+        ex.shutdown(wait=finished, cancel_futures=True)
 
 
 def split_of(page_id: int, dev: float, test: float) -> str:
@@ -138,6 +166,8 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
         drop_disambiguation=params.drop_disambiguation,
         disambiguation_re=PageConfig.disambiguation_pattern(params.disambiguation_templates),
         url_base=site.base_url,
+        max_page_chars=params.max_page_chars,
+        max_page_seconds=params.max_page_seconds,
     )
     log.info("extracting %s (%.1f MB, %s, %d workers)", dump, size / 1e6,
              f"{len(streams)} streams" if params.index else "read front to back", workers)
@@ -145,6 +175,7 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
     counts: Counter = Counter()
     rows_per_split: Counter = Counter()
     errors: list[str] = []
+    skipped: list[str] = []
     last_end = 0
     bar = tqdm(total=size, unit="B", unit_scale=True, desc="extract_wiki", file=sys.stderr, disable=not progress,
                mininterval=0.5, dynamic_ncols=True)
@@ -158,6 +189,7 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
                 for i, (res, end) in enumerate(ordered_map(fn, tasks, workers, (cfg, dump))):
                     counts.update(res.counts)
                     errors.extend(res.errors)
+                    skipped.extend(res.skipped)
                     for row in res.rows:
                         s = split_of(row[0], params.split.dev, params.split.test)
                         writers[s].writerow(row)
@@ -176,6 +208,13 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
                     f.close()
             if counts["pages_read"] == 0:
                 raise InputError(f"{dump}: the dump holds no <page> elements; nothing to extract")
+            share = counts["parse_errors"] / counts["pages_read"]
+            if share > params.max_parse_error_share:
+                raise InputError(
+                    f"{dump}: {counts['parse_errors']} of {counts['pages_read']} pages ({share:.1%}) failed to parse, "
+                    f"more than extract_wiki.max_parse_error_share {params.max_parse_error_share:.1%}; first: "
+                    f"{errors[:3]}. Is the dump damaged or re-encoded? Re-download it, or raise the param"
+                )
             if counts["pages_kept"] == 0:
                 raise InputError(
                     f"{dump}: none of its {counts['pages_read']} pages survived cleaning (dropped: "
@@ -197,6 +236,7 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
         "dropped": {k: counts["dropped_" + k] for k in DROP_REASONS},
         "parse_errors": counts["parse_errors"],
         "parse_error_pages": errors[:MAX_ERRORS_KEPT],
+        "skipped_pages": skipped[:MAX_ERRORS_KEPT],
         "chars_out": counts["chars_out"],
         "rows": {s: rows_per_split[s] for s in SPLITS},
         "dump_mb": round(size / 1e6, 3),
@@ -205,5 +245,5 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
         "mb_per_s": round(size / 1e6 / seconds, 3) if seconds else None,
     }
     if metrics_path is not None:
-        write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return metrics

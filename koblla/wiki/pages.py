@@ -1,8 +1,11 @@
 """One `<page>` element -> a CSV row or a drop reason. Runs inside the worker processes."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
+import threading
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +23,29 @@ class PageError(Exception):
     """A page that cannot be read or cleaned; counted and skipped, never silently."""
 
 
+class PageTimeout(Exception):
+    """A page took longer than extract_wiki.max_page_seconds to clean."""
+
+
+def _on_alarm(signum, frame):
+    raise PageTimeout()
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float):
+    """Raise PageTimeout in the block after `seconds` (SIGALRM; main thread only, else no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @dataclass(frozen=True)
 class PageConfig:
     clean: CleanConfig
@@ -27,6 +53,8 @@ class PageConfig:
     drop_disambiguation: bool
     disambiguation_re: re.Pattern
     url_base: str  # e.g. https://ko.wikipedia.org/wiki/
+    max_page_chars: int = 5_000_000
+    max_page_seconds: float = 0.0  # 0 = no limit
 
     @staticmethod
     def disambiguation_pattern(names) -> re.Pattern:
@@ -51,6 +79,7 @@ class BatchResult:
     rows: list[tuple] = field(default_factory=list)  # (id, revid, url, title, text)
     counts: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # pages over a budget: "page id N (title): why"
     page_ids: list[int | None] = field(default_factory=list)  # every <page> seen, for the index check
     bytes_in: int = 0
 
@@ -103,7 +132,23 @@ def process_page(raw: bytes, cfg: PageConfig, result: BatchResult) -> None:
         if cfg.drop_disambiguation and cfg.disambiguation_re.search(page.text):
             result.counts["dropped_disambiguation"] += 1
             return
-        text = clean_wikitext(page.text, cfg.clean)
+        if len(page.text) > cfg.max_page_chars:
+            result.counts["dropped_too_large"] += 1
+            msg = (f"page id {page.id} ({page.title}): {len(page.text)} characters > "
+                   f"extract_wiki.max_page_chars {cfg.max_page_chars}")
+            log.warning("skipped %s", msg)
+            result.skipped.append(msg)
+            return
+        try:
+            with time_budget(cfg.max_page_seconds):
+                text = clean_wikitext(page.text, cfg.clean)
+        except PageTimeout:
+            result.counts["dropped_too_slow"] += 1
+            msg = (f"page id {page.id} ({page.title}): cleaning took over extract_wiki.max_page_seconds "
+                   f"{cfg.max_page_seconds:g} s ({len(page.text)} characters)")
+            log.warning("skipped %s", msg)
+            result.skipped.append(msg)
+            return
     except Exception as e:  # noqa: BLE001 - one bad page must not stop a 1.5 M page run; it is counted and named
         result.counts["parse_errors"] += 1
         msg = f"page id {pid}: {type(e).__name__}: {e}"

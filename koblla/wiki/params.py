@@ -30,6 +30,12 @@ class ExtractWikiParams(Section):
     # Templates whose positional arguments are prose (a leading language code is dropped): {{lang|en|Seoul}} -> Seoul
     keep_templates: list[str]
     split: SplitParams
+    # Budgets against pathological pages: a page over either is skipped, counted and named in the metrics.
+    max_page_chars: int = Field(ge=1)  # wikitext characters of one page
+    max_page_seconds: float = Field(ge=0)  # cleaning time of one page; 0 = no limit
+    # Share of pages that may fail to parse (malformed XML, no numeric id, ...) before the stage fails: a dump
+    # damaged or re-encoded wrongly must not end in a silently thinner corpus.
+    max_parse_error_share: float = Field(ge=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> "ExtractWikiParams":
