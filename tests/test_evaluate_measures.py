@@ -187,3 +187,49 @@ def test_stage_runs_a_user_task_over_a_new_file_like_stock_hflm(tiny_checkpoints
     for metric in ("bits_per_byte", "word_perplexity", "byte_perplexity"):
         assert ours[f"my_text/{metric}"] == pytest.approx(text_scores[f"{metric},none"], rel=1e-6)
     assert ours["my_quiz/n"] == 3.0 and ours["my_text/n"] == 4.0
+
+
+def test_auto_batch_size_is_detected_once_longest_first(tiny_base):
+    """batch_size auto: one probe for all input-length groups, groups scored longest first, same numbers."""
+    from koblla.evaluate.harness import continuation_logits_hflm
+
+    model, tok = tiny_base
+    texts = [("Q: " + "Why? " * n + "\nA:", " Because." * m) for n, m in [(1, 1), (40, 2), (80, 1), (3, 2)]]
+    reqs = [((c, x), tok(c, add_special_tokens=False)["input_ids"], tok(x, add_special_tokens=False)["input_ids"])
+            for c, x in texts]
+    cls = continuation_logits_hflm()
+    lm = cls(pretrained=model, tokenizer=tok, batch_size="auto", max_batch_size=4, device="cpu")
+    probes, widths = [], []
+    orig_detect, orig_call = lm._detect_batch_size, lm._model_call
+    lm._detect_batch_size = lambda requests=None, pos=0: probes.append(len(requests)) or orig_detect(requests, pos)
+    lm._model_call = lambda inps, **kw: widths.append(inps.shape[1]) or orig_call(inps, **kw)
+    got = lm._loglikelihood_tokens(reqs)
+    assert probes == [1]
+    scored = widths[-len([w for w in widths[5:]]):]  # after the probe's 5 forward passes
+    assert scored == sorted(scored, reverse=True), scored
+    want = cls(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")._loglikelihood_tokens(reqs)
+    assert [g for g, _ in got] == pytest.approx([w for w, _ in want], abs=1e-4)
+
+
+def test_builtin_task_data_is_checked_before_a_model_loads(tmp_path, monkeypatch):
+    """Offline and uncached: the stage fails at once naming the task, its dataset id and the fetch command."""
+    from koblla.errors import InputError
+    from koblla.evaluate import run_evaluate
+    from koblla.evaluate.hubdata import hub_datasets
+    from koblla.evaluate.params import EvaluateParams
+    from koblla.evaluate.tasks import make_task_manager
+
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty_cache")
+    tasks = ["truthfulqa_mc2", "ko_bpb"]
+    tm = make_task_manager(tasks, EVALS)
+    assert hub_datasets(tm, tasks, EVALS) == {"truthfulqa_mc2": ("truthfulqa/truthful_qa", "multiple_choice")}
+    p = EvaluateParams(tasks=tasks)
+    with pytest.raises(InputError, match=r"task truthfulqa_mc2: its dataset truthfulqa/truthful_qa \(config "
+                                         r"multiple_choice\).*python -m stages.fetch_eval_data"):
+        run_evaluate("x", tmp_path / "no_model_needed", "base", p, EVALS, tmp_path / "m.json", tmp_path / "g.jsonl")

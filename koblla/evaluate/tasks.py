@@ -48,33 +48,37 @@ def make_task_manager(tasks: list[str], evals_dir: str | Path):
     return tm
 
 
-def local_leaf_tasks(tm, names: list[str], evals_dir: str | Path) -> dict[str, Path]:
-    """{task name: its YAML} for every requested name (or member of a requested tag/group) defined in evals_dir."""
-    root = Path(evals_dir).resolve()
+def leaf_tasks(tm, names: list[str]) -> dict[str, Path]:
+    """{task name: its YAML} for every requested name, or member of a requested tag or group (recursively)."""
     index = tm.task_index
     out: dict[str, Path] = {}
 
     def visit(name: str) -> None:
         entry = index.get(name)
-        if entry is None:
+        if entry is None or name in out:
             return
         if entry.yaml_path is None:  # a tag: its members
             for member in sorted(entry.tags):
                 visit(member)
             return
-        path = Path(entry.yaml_path).resolve()
-        if root not in path.parents:
-            return  # built-in: lm-eval loads it from the hub
         if entry.kind.name == "GROUP":
             for member in (entry.cfg or {}).get("task", []) or []:
                 if isinstance(member, str):
                     visit(member)
+                elif isinstance(member, dict) and isinstance(member.get("task"), str):
+                    visit(member["task"])
             return
-        out[name] = path
+        out[name] = Path(entry.yaml_path).resolve()
 
     for n in names:
         visit(n)
     return out
+
+
+def local_leaf_tasks(tm, names: list[str], evals_dir: str | Path) -> dict[str, Path]:
+    """leaf_tasks defined in evals_dir (the rest are lm-eval's built-ins, which read the HF hub)."""
+    root = Path(evals_dir).resolve()
+    return {t: path for t, path in leaf_tasks(tm, names).items() if root in path.parents}
 
 
 def _data_files(cfg: dict) -> dict[str, list[str]]:
