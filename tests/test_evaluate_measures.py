@@ -227,8 +227,11 @@ def test_builtin_task_data_is_checked_before_a_model_loads(tmp_path, monkeypatch
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty_cache")
     tasks = ["truthfulqa_mc2", "ko_bpb"]
-    tm = make_task_manager(tasks, EVALS)
+    tm = make_task_manager(tasks + ["kmmlu", "haerae"], EVALS)
     assert hub_datasets(tm, tasks, EVALS) == {"truthfulqa_mc2": ("truthfulqa/truthful_qa", "multiple_choice")}
+    groups = hub_datasets(tm, ["kmmlu", "haerae"], EVALS)  # what fetch_eval_data fetches: every subset
+    assert sum(d == "HAERAE-HUB/KMMLU" for d, _ in groups.values()) == 45
+    assert sum(d == "HAERAE-HUB/HAE_RAE_BENCH" for d, _ in groups.values()) == 5
     p = EvaluateParams(tasks=tasks)
     with pytest.raises(InputError, match=r"task truthfulqa_mc2: its dataset truthfulqa/truthful_qa \(config "
                                          r"multiple_choice\).*python -m stages.fetch_eval_data"):
