@@ -173,7 +173,7 @@ def _glance(r: dict) -> str:
     for t, lang in (("chat_nll_en", "English"), ("chat_nll_ko", "Korean")):
         if lc.get(t) is not None:
             parts.append(f"{lang} chat NLL change {100 * lc[t]:+.1f} %")
-    return ("; ".join(parts) + "; ") if parts else ""
+    return "; ".join(parts)
 
 
 def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
@@ -235,8 +235,9 @@ def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
         r, ref = rows[m.key], rows[m.reference]
         en, ko = r["delta"]["en"], r["delta"]["ko"]
         kept = f" ({100 * r['en'] / ref['en']:.1f} % of the reference's English score)" if en is not None and ref["en"] else ""
-        w(f"- **{m.label}** vs {LABELS[m.reference]}: {_glance(r)}benchmarks: English Δ {_f(en, True)}{kept}; "
-          f"Korean Δ {_f(ko, True)}.\n")
+        glance = _glance(r)
+        w(f"- **{m.label}** vs {LABELS[m.reference]}: " + (f"held-out: {glance}; benchmarks: " if glance else "")
+          + f"English Δ {_f(en, True)}{kept}; Korean Δ {_f(ko, True)}.\n")
 
     w("\n## Δ per task\n\n")
     head = ["Model (vs reference)"] + tasks
