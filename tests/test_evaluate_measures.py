@@ -236,3 +236,11 @@ def test_builtin_task_data_is_checked_before_a_model_loads(tmp_path, monkeypatch
     with pytest.raises(InputError, match=r"task truthfulqa_mc2: its dataset truthfulqa/truthful_qa \(config "
                                          r"multiple_choice\).*python -m stages.fetch_eval_data"):
         run_evaluate("x", tmp_path / "no_model_needed", "base", p, EVALS, tmp_path / "m.json", tmp_path / "g.jsonl")
+
+
+def test_formal_share_is_null_when_nothing_can_be_judged():
+    from koblla.evaluate.generate import measure_register
+
+    assert measure_register("12345 ...")["formal_share"] is None  # no Korean sentence: not "100 % formal"
+    assert measure_register("")["label"] == "none"
+    assert measure_register("서울은 한국의 수도입니다. 사람이 많습니다.")["formal_share"] == 1.0
