@@ -41,3 +41,62 @@ def _lm_eval_function(rel_path: str, name: str, namespace: dict):
 
 
 process_results_mc2 = _lm_eval_function("truthfulqa/utils.py", "process_results_mc2", {"np": np})
+
+
+# ---- KoBLLa's own measures (ko_bpb, en_bpb, chat_nll_en, chat_nll_ko) -----------------------------------------
+# Built the way lm-eval's wikitext task is (tasks/wikitext/preprocess_wikitext.py): process_results returns
+# (loglikelihood, count) pairs and lm-eval's registered aggregations (weighted_perplexity, bits_per_byte) sum them.
+
+LLAMA3_BOS = "<|begin_of_text|>"
+
+
+def strip_texts(dataset):
+    """Documents as text without the surrounding whitespace (the `text` loader keeps a paragraph's newline)."""
+    return dataset.map(lambda d: {"text": d["text"].strip()}).filter(lambda d: bool(d["text"]))
+
+
+def process_results_text_bpb(doc, results):
+    """One rolling loglikelihood per document -> (ll, bytes) / (ll, words) pairs for bpb and perplexities."""
+    (loglikelihood,) = results
+    text = doc["text"]
+    n_bytes = len(text.encode("utf-8"))
+    n_words = len(text.split())
+    return {
+        "word_perplexity": (loglikelihood, n_words),
+        "byte_perplexity": (loglikelihood, n_bytes),
+        "bits_per_byte": (loglikelihood, n_bytes),
+    }
+
+
+def llama3_header(role: str) -> str:
+    return f"<|start_header_id|>{role}<|end_header_id|>"
+
+
+def assistant_turns(dataset):
+    """openai-style conversations -> one document per assistant turn: the Llama 3 chat template of everything
+    before it, ending with the assistant header (`context`), and "\\n\\n" + reply + <|eot_id|> (`target`)."""
+
+    def expand(batch):
+        out = {"context": [], "target": [], "reply": []}
+        for messages in batch["messages"]:
+            prefix = LLAMA3_BOS
+            for m in messages:
+                if m["role"] == "assistant":
+                    out["context"].append(prefix + llama3_header("assistant"))
+                    out["target"].append("\n\n" + m["content"] + "<|eot_id|>")
+                    out["reply"].append(m["content"])
+                prefix += llama3_header(m["role"]) + "\n\n" + m["content"] + "<|eot_id|>"
+        return out
+
+    return dataset.map(expand, batched=True, remove_columns=dataset.column_names)
+
+
+def process_results_chat_nll(doc, results):
+    loglikelihood, _ = results[0]
+    return {"nll_per_byte": (-loglikelihood, len(doc["reply"].encode("utf-8")))}
+
+
+def nll_per_byte(items):
+    """Summed NLL (nats) over summed reply bytes: long replies weigh more, as in bits_per_byte."""
+    nll, n_bytes = zip(*items)
+    return sum(nll) / sum(n_bytes)

@@ -23,7 +23,8 @@ def main(argv=None):
                    help="instruct: chat template for generations (and for lm-eval if evaluate.apply_chat_template)")
     p.add_argument("--metrics", required=True, help="flat metrics JSON to write")
     p.add_argument("--generations", required=True, help="sample generations JSONL to write")
-    p.add_argument("--evals-dir", default="evals", help="lm-eval task folder passed as include_path (default: evals)")
+    p.add_argument("--evals-dir", default=None,
+                   help="lm-eval task folder passed as include_path (default: params evaluate.evals_dir)")
     a = p.parse_args(argv)
     setup_logging(a.verbose)
     params = load_section("evaluate", a.params)
@@ -31,7 +32,7 @@ def main(argv=None):
 
     from koblla.evaluate import run_evaluate
 
-    metrics = run_evaluate(a.name, a.model_dir, a.kind, params, a.evals_dir, a.metrics, a.generations, seed=seed,
+    metrics = run_evaluate(a.name, a.model_dir, a.kind, params, a.evals_dir or params.evals_dir, a.metrics, a.generations, seed=seed,
                            raw_results_dir="scratch/evaluate")
     scores = {k: v for k, v in metrics.items() if not k.endswith(("/version", "/n")) and "stderr" not in k}
     print(f"{a.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if not k.startswith("generations/")))

@@ -31,7 +31,9 @@ def main(argv=None):
         if m.reference:
             d = summary["rows"][m.key]["delta"]
             fmt = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
-            print(f"  {m.label}: English Δ {fmt(d['en'])}, Korean Δ {fmt(d['ko'])}")
+            losses = "".join(f", {t} {100 * v:+.1f} %" for t, v in summary["rows"][m.key]["loss_change"].items()
+                             if v is not None)
+            print(f"  {m.label}: English Δ {fmt(d['en'])}, Korean Δ {fmt(d['ko'])}{losses}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ LOCAL_TASKS = sorted(p.stem for p in EVALS.glob("*_local.yaml"))
 # ---- params ------------------------------------------------------------------------------------------------------
 def test_params_yaml_section_is_valid():
     p = load_section("evaluate", REPO_ROOT / "params.yaml")
-    assert p.tasks and all(t.endswith("_local") for t in p.tasks), "the embedded default must run offline"
+    ours = {"ko_bpb", "en_bpb", "chat_nll_en", "chat_nll_ko"}  # KoBLLa's held-out measures, over files of ours
+    assert p.tasks and all(t.endswith("_local") or t in ours for t in p.tasks), "the default must run offline"
+    assert ours <= set(p.tasks), "the default report must show the recipe's effects"
     assert any(t.startswith("truthfulqa_mc2") for t in p.tasks)
     assert any(t.startswith("kobest") for t in p.tasks), "the default must have a Korean column"
 
@@ -275,7 +277,8 @@ def test_stage_bad_sample_file_fails_before_loading(tmp_path):
     bad = work / "evals/data/kobest_copa_sample.jsonl"
     bad.write_text(bad.read_text(encoding="utf-8").replace('"premise"', '"sentence"', 1), encoding="utf-8")
     model = _fake_model_dir(tmp_path)
-    out = _stage(["--params", str(params_with(tmp_path, "evaluate")), "--name", "x", "--model-dir", str(model),
+    params = params_with(tmp_path, "evaluate", tasks=["truthfulqa_mc2_local", "kobest_copa_local"])
+    out = _stage(["--params", str(params), "--name", "x", "--model-dir", str(model),
                   "--kind", "base", "--evals-dir", "evals", *_outs(tmp_path)], cwd=work)
     assert out.returncode == 2, out.stderr
     assert "kobest_copa_sample.jsonl:1" in out.stderr and "premise" in out.stderr

@@ -87,7 +87,7 @@ def check_outputs(tmp: Path, init_dir: Path, steps: int) -> dict:
 def test_finetune_base_runs(tiny_checkpoints, tmp_path):
     base, _ = tiny_checkpoints
     data = write_kowiki(tmp_path / "kowiki")
-    params = write_params(tmp_path / "params.yaml")
+    params = write_params(tmp_path / "params.yaml", base={"max_steps_per_epoch": 3})  # 2 x 3 steps: cheap
     r = run_stage("finetune_base", tmp_path, base, data, params)
     assert "finetune_base: 6 steps" in r.stdout
     m = check_outputs(tmp_path, base, steps=6)
@@ -105,7 +105,8 @@ def test_finetune_instruct_runs(tiny_checkpoints, tmp_path):
     _, instruct = tiny_checkpoints
     data = write_lima_ko(tmp_path / "lima_ko")
     prompt = "한국어로 답하세요. 규칙: 1+1=2"  # `=` and `: ` travel in the config file, unquoted by us
-    params = write_params(tmp_path / "params.yaml", instruct={"system_prompt": prompt, "epochs": 1})
+    params = write_params(tmp_path / "params.yaml",
+                          instruct={"system_prompt": prompt, "epochs": 1, "max_steps_per_epoch": 3})
     r = run_stage("finetune_instruct", tmp_path, instruct, data, params)
     assert "finetune_instruct: 3 steps" in r.stdout
     m = check_outputs(tmp_path, instruct, steps=3)  # merged == base + adapter after 1 epoch

@@ -20,6 +20,14 @@ SCORES = {  # model -> (truthfulqa_mc2, kobest_copa, kobest_hellaswag acc_norm)
     "koblla_inst": (0.53, 0.75, 0.61),
 }
 
+LOSSES = {  # model -> (ko_bpb, en_bpb, chat_nll_ko): lower is better
+    "llama3": (4.0, 2.0, 2.0),
+    "koblla": (3.0, 2.2, 1.9),
+    "llama3_inst": (4.0, 2.0, 1.0),
+    "koblla_chatvec": (3.2, 2.1, 1.2),
+    "koblla_inst": (2.8, 2.1, 0.8),
+}
+
 
 def _write(metrics_dir, skip=()):
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -35,6 +43,9 @@ def _write(metrics_dir, skip=()):
             "generations/n": 7.0, "generations/ko_n": 5.0, "generations/ko_register_judged": 4.0,
             "generations/ko_register_ok": 3.0,
         }
+        ko_bpb, en_bpb, chat_ko = LOSSES[key]
+        flat.update({"ko_bpb/bits_per_byte": ko_bpb, "ko_bpb/n": 1.0, "en_bpb/bits_per_byte": en_bpb,
+                     "en_bpb/n": 6.0, "chat_nll_ko/nll_per_byte": chat_ko, "chat_nll_ko/n": 8.0})
         (metrics_dir / f"{key}.json").write_text(json.dumps(flat))
 
 
@@ -49,6 +60,8 @@ def test_summary_numbers(tmp_path):
     assert rows["koblla_inst"]["delta"]["en"] == pytest.approx(0.01)  # vs Llama-3-Inst.
     assert rows["koblla_inst"]["task_delta"]["kobest_hellaswag"] == pytest.approx(0.09)  # acc_norm, not acc
     assert rows["llama3"]["delta"] == {"en": None, "ko": None}
+    assert s["losses"] == ["ko_bpb", "en_bpb", "chat_nll_ko"]  # never averaged with the accuracies
+    assert rows["koblla"]["loss_change"]["ko_bpb"] == pytest.approx(-0.25)
 
 
 def test_report_files(tmp_path):
@@ -58,9 +71,15 @@ def test_report_files(tmp_path):
     for m in MODELS:
         assert f"| {m.label} |" in md
     assert "truthfulqa_mc2 (acc, v3.0, en)" in md and "kobest_hellaswag (acc_norm, v1.0, ko)" in md
-    assert "| KoBLLa | 0.4200 ± 0.017 | 0.7000 ± 0.015 | 0.6000 | 0.4200 | 0.6500 | -0.0200 | +0.1000 |" in md
-    assert "- **KoBLLa** vs Llama-3: English Δ -0.0200 (95.5 % of the reference's English score); Korean Δ +0.1000." in md
-    assert "- **KoBLLa-Inst.** vs Llama-3-Inst.: English Δ +0.0100" in md
+    assert ("| KoBLLa | 0.4200 ± 0.017 (n=817) | 0.7000 ± 0.015 | 0.6000 | 0.4200 | 0.6500 | -0.0200 | +0.1000 "
+            "| 0.4304 |") in md
+    assert "| KoBLLa + ChatVec. | 0.5000 ± 0.017 (n=817) " in md and "| -0.0200 | +0.0700 | — |" in md  # no published MC2
+    assert ("- **KoBLLa** vs Llama-3: held-out: Korean bpb gain +25.0 %; English bpb change +10.0 %; Korean chat NLL change "
+            "-5.0 %; benchmarks: English Δ -0.0200 (95.5 % of the reference's English score); Korean Δ +0.1000.") in md
+    assert "- **KoBLLa-Inst.** vs Llama-3-Inst.: held-out: Korean bpb gain +30.0 %" in md
+    assert "| KoBLLa-Inst. | 2.8000 (n=1) -30.0 % | 2.1000 (n=6) +5.0 % | 0.8000 (n=8) -20.0 % |" in md
+    assert "| Llama-3 | 4.0000 (n=1) (ref) |" in md
+    assert "**Caveat:** ko_bpb saw only 1 document(s); en_bpb saw only 6 document(s)" in md
     assert "| KoBLLa-Inst. | 7 | 5 | 4 | 3 |" in md
     assert (tmp_path / "r/results.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader((tmp_path / "r/plot.csv").open(encoding="utf-8")))

@@ -283,7 +283,7 @@ def test_tokenizer_files_are_byte_identical(tmp_path, tiny_checkpoints):
 
 @pytest.mark.slow
 def test_rebuild_is_byte_identical(tmp_path):
-    params = TinyModelsParams(instruct_steps=2)
+    params = TinyModelsParams(instruct_steps=2, pretrain_steps=3)  # both training loops, in a few steps
     for run in ("a", "b"):
         build_tiny_checkpoints(tmp_path / run / "base", tmp_path / run / "inst", params, seed=7)
     for sub in ("base", "inst"):
@@ -301,6 +301,24 @@ def test_default_rebuild_matches_fixture(tiny_checkpoints, tmp_path):
     base, inst = build_tiny_in_subprocess(tmp_path)
     assert _hashes(base) == _hashes(tiny_checkpoints[0])
     assert _hashes(inst) == _hashes(tiny_checkpoints[1])
+
+
+def test_base_knows_some_english(tiny_checkpoints, repo_root):
+    """The pretrained base predicts held-out English (never trained on) far better than its random init."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from koblla.tiny.params import TinyModelsParams
+
+    text = (repo_root / "assets/eval_text/english_heldout.txt").read_text(encoding="utf-8").split("\n\n")[0]
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoints[0])
+    ids = torch.tensor([tok(text)["input_ids"]])
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoints[0], dtype=torch.float32)
+    with torch.no_grad():
+        trained = F.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:]).item()
+        random_init = build_base_model(TinyModelsParams(), seed=42)
+        rand = F.cross_entropy(random_init(ids)[0, :-1], ids[0, 1:]).item()
+    assert trained < 0.6 * rand, (trained, rand)
 
 
 @pytest.mark.slow
@@ -326,7 +344,7 @@ def test_stage_help(repo_root):
 @pytest.mark.slow
 def test_stage_runs(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"common": {"seed": 3}, "tiny_models": {"instruct_steps": 2}}))
+    params.write_text(yaml.safe_dump({"common": {"seed": 3}, "tiny_models": {"instruct_steps": 2, "pretrain_steps": 2}}))
     out = run_make_tiny_models(params, tmp_path / "b", tmp_path / "i")
     assert out.returncode == 0, out.stderr
     assert "vocab size 128256" in out.stdout and "2 steps" in out.stdout

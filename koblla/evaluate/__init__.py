@@ -22,20 +22,23 @@ def run_evaluate(
     """Score `model_dir` on params.tasks and answer the prompt set; write both outputs atomically; return metrics."""
     from koblla.evaluate.generate import generate_samples, load_prompts, summarize_registers
     from koblla.evaluate.harness import flatten_results, run_lm_eval
+    from koblla.evaluate.hubdata import check_cached, hub_datasets
     from koblla.evaluate.modeldir import check_model_dir, load_model
-    from koblla.evaluate.tasks import check_local_samples, make_task_manager
+    from koblla.evaluate.tasks import check_local_samples, make_task_manager, task_specs
 
     t0 = time.monotonic()
     # --- everything that can be wrong is checked before the weights load -------------------------------------
-    info = check_model_dir(model_dir, kind)
     tm = make_task_manager(params.tasks, evals_dir)
-    check_local_samples(tm, params.tasks, evals_dir)
+    check_local_samples(tm, params.tasks, evals_dir, params.data_files)
+    check_cached(hub_datasets(tm, params.tasks, evals_dir))  # built-in tasks: their HF data, offline
+    specs = task_specs(tm, params.tasks, evals_dir, params.data_files)
     prompts_version = Path(params.generation.prompts).stem
     load_prompts(params.generation.prompts, params.generation.limit)
+    info = check_model_dir(model_dir, kind)
     chat_template = kind == "instruct" and params.apply_chat_template
 
     model, tokenizer = load_model(info.path, params.device, params.dtype)
-    results = run_lm_eval(model, tokenizer, tm, params.tasks, params, chat_template, seed)
+    results = run_lm_eval(model, tokenizer, tm, specs, params, chat_template, seed)
     metrics = flatten_results(results, params.tasks)
     if not metrics:
         raise RuntimeError(f"lm-eval returned no scores for {params.tasks}")

@@ -69,7 +69,10 @@ def measure_register(text: str) -> dict:
         label = "none"
     else:
         label = "jondaetmal" if classify_formality(text) == "formal" else "banmal"
-    return {"label": label, "sentences": counts, "formal_share": round(c.share("hapsyo", "haeyo"), 4)}
+    # No sentence with a final ending = nothing to judge: null, not the 1.0 that `share` returns for the translate
+    # stage's pass/fail rule (an empty answer is not a formal one).
+    share = round(c.share("hapsyo", "haeyo"), 4) if c.evidenced else None
+    return {"label": label, "sentences": counts, "formal_share": share}
 
 
 def prompt_text(tokenizer, prompt: Prompt, chat: bool, system_prompt: str = "") -> str:

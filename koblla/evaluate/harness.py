@@ -85,8 +85,14 @@ def continuation_logits_hflm():
                     groups.append(order[start:j])
                     start = j
             out: list = [None] * len(requests)
+            if self.batch_size == "auto" and override_bs is None:
+                # Once, on the longest request with full-width logits (every group asks for fewer positions, so
+                # this bounds them all). Left to lm-eval, each group call would probe again (~1.5x the forward
+                # passes on TruthfulQA, ~11x on KMMLU).
+                override_bs = self._detect_batch_size([requests[order[-1]]])
+                log.info("batch_size auto: %d (detected once for %d requests)", override_bs, len(requests))
             try:
-                for g in groups:
+                for g in reversed(groups):  # longest first: an out-of-memory error shows at once
                     spread = inplen[g[-1]] - inplen[g[0]]
                     self._keep_logits = max(len(requests[i][2]) for i in g) + spread
                     res = super()._loglikelihood_tokens(
@@ -97,6 +103,18 @@ def continuation_logits_hflm():
             finally:
                 self._keep_logits = None
             return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            # lm-eval puts its prefix token (BOS) before every rolling window's text, but HFLM.tok_encode lets a
+            # Llama 3 tokenizer add its own BOS too: [BOS, BOS, text...], so the document's likelihood would include
+            # log p(BOS | BOS), which no byte of the text accounts for (a trained model finds a second BOS very
+            # unlikely). Encode the text bare here: [BOS, text...], bits per byte as the literature defines it.
+            saved = self.add_bos_token
+            self.add_bos_token = False
+            try:
+                return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+            finally:
+                self.add_bos_token = saved
 
         def _model_call(self, inps, attn_mask=None, labels=None):
             keep = self._keep_logits
@@ -112,7 +130,7 @@ def continuation_logits_hflm():
     return ContinuationLogitsHFLM
 
 
-def run_lm_eval(model, tokenizer, task_manager, tasks: list[str], params, chat_template: bool, seed: int) -> dict:
+def run_lm_eval(model, tokenizer, task_manager, tasks: list, params, chat_template: bool, seed: int) -> dict:
     """lm-eval results dict for `tasks` on an already loaded HF model (no second load, nothing downloaded)."""
     from lm_eval import simple_evaluate
 
@@ -123,7 +141,8 @@ def run_lm_eval(model, tokenizer, task_manager, tasks: list[str], params, chat_t
         max_length=params.max_length,
         device=params.device,
     )
-    log.info("lm-eval: %s (num_fewshot=%s, limit=%s, chat template %s)", ", ".join(tasks), params.num_fewshot,
+    names = [t if isinstance(t, str) else f"{t['task']} ({t['dataset_kwargs']['data_files']})" for t in tasks]
+    log.info("lm-eval: %s (num_fewshot=%s, limit=%s, chat template %s)", ", ".join(names), params.num_fewshot,
              params.limit, "on" if chat_template else "off")
     results = simple_evaluate(
         model=lm,

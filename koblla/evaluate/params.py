@@ -45,6 +45,10 @@ class EvaluateParams(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bf16 on GPUs; fp32 on CPU is faster here
     bootstrap_iters: int = Field(1000, ge=0)  # stderr of non-mean metrics (lm-eval's default 100000 is slow)
     max_length: int | None = Field(None, ge=16)  # context cap in tokens; null = the model's own
+    evals_dir: str = "evals"  # lm-eval include_path: local task YAMLs (ours, or any the user writes over own files)
+    # local task -> data file replacing the one its YAML names (split = the task's test/validation split), e.g.
+    # {en_bpb: /data/english_heldout.txt, truthfulqa_mc2_local: /data/truthfulqa_full.jsonl}
+    data_files: dict[str, str] = {}
     generation: GenerationParams = GenerationParams()
     chat: ChatParams = ChatParams()
 

@@ -38,10 +38,21 @@ MODELS = [
 LABELS = {m.key: m.label for m in MODELS}
 # HellaSwag-style tasks are scored length-normalised in the literature (and in the Open LLM Leaderboard).
 HEADLINE_METRIC = {"kobest_hellaswag": "acc_norm", "haerae": "acc_norm", "hellaswag": "acc_norm"}
+# KoBLLa's held-out losses (evals/ko_bpb.yaml ...): lower is better, shown in their own table, never averaged
+# with accuracies.
+LOSS_METRIC = {"ko_bpb": "bits_per_byte", "en_bpb": "bits_per_byte", "chat_nll_en": "nll_per_byte",
+               "chat_nll_ko": "nll_per_byte"}
+# The original KoBLLa's published TruthfulQA MC2 (the real run's comparison; ChatVec. had no published score).
+PUBLISHED_MC2 = {"llama3": 0.4396, "koblla": 0.4304, "llama3_inst": 0.5170, "koblla_inst": 0.5144}
+SMALL_N = 100  # documents: below this a task's stderr is wide; the report says so
 
 
 def headline_metric(task: str) -> str:
-    return HEADLINE_METRIC.get(task.removesuffix("_local"), "acc")
+    return LOSS_METRIC.get(task) or HEADLINE_METRIC.get(task.removesuffix("_local"), "acc")
+
+
+def is_loss(task: str) -> bool:
+    return task in LOSS_METRIC
 
 
 def read_scores(metrics_dir: str | Path) -> dict[str, dict[str, float]]:
@@ -67,9 +78,19 @@ def task_names(scores: dict[str, dict[str, float]]) -> list[str]:
     for flat in scores.values():
         for key in flat:
             task, _, metric = key.partition("/")
-            if task != "generations" and metric == headline_metric(task):
+            if task != "generations" and not is_loss(task) and metric == headline_metric(task):
                 tasks.add(task)
     return sorted(tasks, key=lambda t: (task_language(t) != "en", t))
+
+
+def loss_names(scores: dict[str, dict[str, float]]) -> list[str]:
+    """The held-out loss measures present in any file, in LOSS_METRIC's order."""
+    return [t for t in LOSS_METRIC if any(f"{t}/{LOSS_METRIC[t]}" in flat for flat in scores.values())]
+
+
+def relative_change(value: float | None, ref: float | None) -> float | None:
+    """(value - ref) / ref: for a loss, negative = better than the reference."""
+    return (value - ref) / ref if value is not None and ref else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -87,6 +108,8 @@ def summarize(scores: dict[str, dict[str, float]]) -> dict:
             "scores": per_task,
             "stderr": {t: flat.get(f"{t}/{headline_metric(t)}_stderr") for t in tasks},
             "version": {t: flat.get(f"{t}/version") for t in tasks},
+            "n": {t: flat.get(f"{t}/n") for t in tasks + loss_names(scores)},
+            "loss": {t: flat.get(f"{t}/{LOSS_METRIC[t]}") for t in loss_names(scores)},
             "en": _mean([v for t, v in per_task.items() if v is not None and task_language(t) == "en"]),
             "ko": _mean([v for t, v in per_task.items() if v is not None and task_language(t) == "ko"]),
         }
@@ -96,11 +119,14 @@ def summarize(scores: dict[str, dict[str, float]]) -> dict:
             lang: (row[lang] - ref[lang]) if ref and row[lang] is not None and ref[lang] is not None else None
             for lang in ("en", "ko")
         }
+        row["loss_change"] = {
+            t: relative_change(v, ref["loss"].get(t)) if ref else None for t, v in row["loss"].items()
+        }
         row["task_delta"] = {
             t: (v - ref["scores"][t]) if ref and v is not None and ref["scores"][t] is not None else None
             for t, v in row["scores"].items()
         }
-    return {"tasks": tasks, "rows": rows}
+    return {"tasks": tasks, "losses": loss_names(scores), "rows": rows}
 
 
 def _f(v: float | None, signed: bool = False) -> str:
@@ -114,6 +140,42 @@ def _versions(summary: dict, task: str) -> str:
     return ", ".join(f"v{v}" for v in vs) if vs else "v?"
 
 
+def _n(row: dict, task: str) -> str:
+    n = row["n"].get(task)
+    return f" (n={int(n)})" if n is not None else ""
+
+
+def _caveats(summary: dict) -> list[str]:
+    """Tasks scored on few documents, or whose stderr is wider than every difference between the models."""
+    out = []
+    rows = summary["rows"].values()
+    for t in summary["tasks"] + summary["losses"]:
+        ns = [r["n"][t] for r in rows if r["n"].get(t) is not None]
+        if ns and max(ns) < SMALL_N:
+            out.append(f"{t} saw only {int(max(ns))} document(s)")
+            continue
+        if t in summary["tasks"]:
+            ses = [r["stderr"][t] for r in rows if r["stderr"][t] is not None]
+            deltas = [abs(d) for r in rows if (d := r["task_delta"][t]) is not None]
+            if ses and deltas and max(ses) > max(deltas):
+                out.append(f"{t}: stderr {max(ses):.3f} is wider than the largest Δ {max(deltas):.3f}")
+    return out
+
+
+def _glance(r: dict) -> str:
+    """Korean bpb gain %, English bpb change %, chat NLL change %, from the held-out losses (when measured)."""
+    parts = []
+    lc = r["loss_change"]
+    if lc.get("ko_bpb") is not None:
+        parts.append(f"Korean bpb gain {-100 * lc['ko_bpb']:+.1f} %")
+    if lc.get("en_bpb") is not None:
+        parts.append(f"English bpb change {100 * lc['en_bpb']:+.1f} %")
+    for t, lang in (("chat_nll_en", "English"), ("chat_nll_ko", "Korean")):
+        if lc.get(t) is not None:
+            parts.append(f"{lang} chat NLL change {100 * lc[t]:+.1f} %")
+    return "; ".join(parts)
+
+
 def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
     tasks, rows = summary["tasks"], summary["rows"]
     out = io.StringIO()
@@ -124,17 +186,46 @@ def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
       "Δ is against the reference model: Llama-3 for base models, Llama-3-Inst. for instruct models.\n\n")
     head = ["Model"] + [f"{t} ({headline_metric(t)}, {_versions(summary, t)}, {task_language(t)})" for t in tasks]
     head += ["English avg", "Korean avg", "Δ English", "Δ Korean"]
+    mc2 = next((t for t in tasks if t.removesuffix("_local") == "truthfulqa_mc2"), None)
+    if mc2:
+        head += ["TruthfulQA MC2 published"]
     w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
     for m in MODELS:
         r = rows[m.key]
         cells = [m.label]
         for t in tasks:
             v, se = r["scores"][t], r["stderr"][t]
-            cells.append(_f(v) + (f" ± {se:.3f}" if v is not None and se is not None else ""))
+            cells.append(_f(v) + (f" ± {se:.3f}" if v is not None and se is not None else "") + _n(r, t))
         ref = m.reference is not None
         cells += [_f(r["en"]), _f(r["ko"]),
                   _f(r["delta"]["en"], True) if ref else "(ref)", _f(r["delta"]["ko"], True) if ref else "(ref)"]
+        if mc2:
+            cells.append(_f(PUBLISHED_MC2.get(m.key)))
         w("| " + " | ".join(cells) + " |\n")
+    if mc2:
+        w("\n\"TruthfulQA MC2 published\": the original KoBLLa's reported values, for the real run's comparison "
+          "(the embedded default's tiny models are not comparable to them).\n")
+    caveats = _caveats(summary)
+    if caveats:
+        w("\n**Caveat:** " + "; ".join(caveats) + ". Differences smaller than the stderr are noise.\n")
+
+    losses = summary["losses"]
+    if losses:
+        w("\n## Held-out loss (lower is better)\n\n")
+        w("Bits per byte of held-out Korean (`ko_bpb`: the extract stage's test split) and English (`en_bpb`) text, "
+          "and NLL per byte (nats) of held-out assistant turns under the Llama 3 chat template (`chat_nll_en`, "
+          "`chat_nll_ko`: the same conversations in English and Korean). n = documents (assistant turns for chat); "
+          "the change is relative to the reference model (negative = better).\n\n")
+        head = ["Model"] + [f"{t} ({LOSS_METRIC[t]})" for t in losses]
+        w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+        for m in MODELS:
+            r = rows[m.key]
+            cells = [m.label]
+            for t in losses:
+                change = r["loss_change"][t]
+                rel = "(ref)" if m.reference is None else ("—" if change is None else f"{100 * change:+.1f} %")
+                cells.append(f"{_f(r['loss'][t])}{_n(r, t)} {rel}")
+            w("| " + " | ".join(cells) + " |\n")
 
     w("\n## Retention at a glance\n\n")
     w("For each Korean-trained model: did Korean improve, and did English survive, against its reference?\n\n")
@@ -144,7 +235,9 @@ def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
         r, ref = rows[m.key], rows[m.reference]
         en, ko = r["delta"]["en"], r["delta"]["ko"]
         kept = f" ({100 * r['en'] / ref['en']:.1f} % of the reference's English score)" if en is not None and ref["en"] else ""
-        w(f"- **{m.label}** vs {LABELS[m.reference]}: English Δ {_f(en, True)}{kept}; Korean Δ {_f(ko, True)}.\n")
+        glance = _glance(r)
+        w(f"- **{m.label}** vs {LABELS[m.reference]}: " + (f"held-out: {glance}; benchmarks: " if glance else "")
+          + f"English Δ {_f(en, True)}{kept}; Korean Δ {_f(ko, True)}.\n")
 
     w("\n## Δ per task\n\n")
     head = ["Model (vs reference)"] + tasks
@@ -159,6 +252,7 @@ def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
     w("Greedy answers to the fixed prompt set (params `evaluate.generation.prompts`), in "
       "`reports/generations/<model>.jsonl`. Korean prompts expect 존댓말 answers, 반말 questions included.\n\n")
     w("| Model | answers | Korean answers | register judged | in expected register |\n|---|---|---|---|---|\n")
+    # (an answer with no Korean sentence to judge has formal_share null in the JSONL: not counted as judged)
     for m in MODELS:
         g = scores[m.key]
         cells = [g.get(f"generations/{k}") for k in ("n", "ko_n", "ko_register_judged", "ko_register_ok")]

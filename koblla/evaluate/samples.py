@@ -3,6 +3,8 @@
 A local task variant in evals/ (e.g. `kobest_copa_local`) reads a JSONL file whose records must look exactly like
 the hub dataset's rows (`skt/kobest_v1` copa, `truthfulqa/truthful_qa` multiple_choice), so the built-in prompt and
 metric code run on them unchanged. A wrong file fails here, naming the file, line and field, before a model loads.
+Any other local task (our ko_bpb / chat_nll_* measures, or a user's own YAML over any file) is not refused: its data
+files must exist and be non-empty (`check_data_file`), and lm-eval reads them as the YAML says.
 """
 from __future__ import annotations
 
@@ -105,6 +107,26 @@ SCHEMAS: dict[str, tuple[type[_Row], int | None]] = {
 def builtin_name(task: str) -> str:
     """`kobest_copa_local` -> `kobest_copa`: the built-in task whose schema a local variant's file follows."""
     return task.removesuffix("_local")
+
+
+def has_schema(task: str) -> bool:
+    """True for the local variants of the seven built-ins whose HF row schema we know (and check)."""
+    return builtin_name(task) in SCHEMAS
+
+
+def check_data_file(task: str, path: str | Path) -> int | None:
+    """Any other local task's data file: it must exist and not be empty. Returns the line count of a JSONL file
+    (None for other formats); lm-eval's own loader and the task's YAML decide what a record is."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"task {task}: data file {str(path)!r} does not exist (paths in task YAMLs and in params "
+                         f"evaluate.data_files are relative to the repo root: run from there)")
+    if path.stat().st_size == 0:
+        raise InputError(f"task {task}: data file {path} is empty")
+    if path.suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    return None
 
 
 def validate_sample_file(task: str, path: str | Path) -> int:

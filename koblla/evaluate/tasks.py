@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from koblla.errors import ParamsError
-from koblla.evaluate.samples import builtin_name, validate_sample_file
+from koblla.evaluate.samples import builtin_name, check_data_file, has_schema, validate_sample_file
 
 log = logging.getLogger(__name__)
 
@@ -48,51 +48,97 @@ def make_task_manager(tasks: list[str], evals_dir: str | Path):
     return tm
 
 
-def local_leaf_tasks(tm, names: list[str], evals_dir: str | Path) -> dict[str, Path]:
-    """{task name: its YAML} for every requested name (or member of a requested tag/group) defined in evals_dir."""
-    root = Path(evals_dir).resolve()
+def leaf_tasks(tm, names: list[str]) -> dict[str, Path]:
+    """{task name: its YAML} for every requested name, or member of a requested tag or group (recursively)."""
     index = tm.task_index
     out: dict[str, Path] = {}
 
     def visit(name: str) -> None:
         entry = index.get(name)
-        if entry is None:
+        if entry is None or name in out:
             return
         if entry.yaml_path is None:  # a tag: its members
             for member in sorted(entry.tags):
                 visit(member)
             return
-        path = Path(entry.yaml_path).resolve()
-        if root not in path.parents:
-            return  # built-in: lm-eval loads it from the hub
         if entry.kind.name == "GROUP":
             for member in (entry.cfg or {}).get("task", []) or []:
                 if isinstance(member, str):
                     visit(member)
+                elif isinstance(member, dict) and isinstance(member.get("task"), str):
+                    visit(member["task"])
             return
-        out[name] = path
+        out[name] = Path(entry.yaml_path).resolve()
 
     for n in names:
         visit(n)
     return out
 
 
-def check_local_samples(tm, names: list[str], evals_dir: str | Path) -> dict[str, int]:
-    """Validate the sample file(s) of every local task against its HF schema; {task: records}."""
+def local_leaf_tasks(tm, names: list[str], evals_dir: str | Path) -> dict[str, Path]:
+    """leaf_tasks defined in evals_dir (the rest are lm-eval's built-ins, which read the HF hub)."""
+    root = Path(evals_dir).resolve()
+    return {t: path for t, path in leaf_tasks(tm, names).items() if root in path.parents}
+
+
+def _data_files(cfg: dict) -> dict[str, list[str]]:
+    files = ((cfg.get("dataset_kwargs") or {}).get("data_files")) or {}
+    if isinstance(files, (str, list)):
+        files = {cfg.get("test_split") or cfg.get("validation_split") or "validation": files}
+    return {split: [f] if isinstance(f, str) else list(f) for split, f in files.items()}
+
+
+def eval_split(cfg: dict) -> str:
+    """The split lm-eval scores: test, else validation (as ConfigurableTask picks it)."""
+    return cfg.get("test_split") or cfg.get("validation_split") or "test"
+
+
+def task_specs(tm, names: list[str], evals_dir: str | Path, data_files: dict[str, str]) -> list:
+    """What simple_evaluate gets: the task names, except that a local task listed in params evaluate.data_files
+    becomes an inline config over that file (lm-eval merges it over the task's own YAML)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    counts = {}
+    local = local_leaf_tasks(tm, names, evals_dir)
+    unknown = sorted(set(data_files) - set(local))
+    if unknown:
+        raise ParamsError(f"params evaluate.data_files: {unknown} are not local tasks in {evals_dir}/ requested by "
+                          f"evaluate.tasks (local: {sorted(local) or 'none'})")
+    specs: list = []
+    for name in names:
+        if name not in data_files:
+            specs.append(name)
+            continue
+        # The whole config (includes and !function resolved, as the TaskManager would): an inline dict spec is
+        # built as given, not merged over the registered task.
+        cfg = load_yaml(local[name], resolve_func=True)
+        cfg["dataset_kwargs"] = {**(cfg.get("dataset_kwargs") or {}), "data_files": {eval_split(cfg): data_files[name]}}
+        specs.append(cfg)
+    return specs
+
+
+def check_local_samples(tm, names: list[str], evals_dir: str | Path,
+                        data_files: dict[str, str] | None = None) -> dict[str, int | None]:
+    """Check the data file(s) of every local task before a model loads; {task: records (None: not counted)}.
+
+    The seven built-in variants are validated against their HF schema; any other local task (ours or a user's)
+    needs only existing, non-empty files. `data_files` (params evaluate.data_files) replaces a task's own file."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    data_files = data_files or {}
+    counts: dict[str, int | None] = {}
     for task, yaml_path in local_leaf_tasks(tm, names, evals_dir).items():
         cfg = load_yaml(yaml_path, resolve_func=False)
-        files = ((cfg.get("dataset_kwargs") or {}).get("data_files")) or {}
-        if isinstance(files, (str, list)):
-            files = {"validation": files}
-        if cfg.get("dataset_path") != "json" or not files:
-            raise ParamsError(f"{yaml_path}: a local task needs dataset_path: json and dataset_kwargs.data_files")
-        n = 0
+        files = {"override": [data_files[task]]} if task in data_files else _data_files(cfg)
+        if not files:
+            raise ParamsError(f"{yaml_path}: a local task needs dataset_kwargs.data_files (a file of ours)")
+        n: int | None = 0
         for split_files in files.values():
-            for f in [split_files] if isinstance(split_files, str) else split_files:
-                n += validate_sample_file(task, f)
+            for f in split_files:
+                if has_schema(task):
+                    n += validate_sample_file(task, f)
+                else:
+                    c = check_data_file(task, f)
+                    n = None if c is None or n is None else n + c
         counts[task] = n
-        log.info("%s: %d sample records OK (%s)", task, n, yaml_path.name)
+        log.info("%s: data OK (%s records, %s)", task, "?" if n is None else n, yaml_path.name)
     return counts

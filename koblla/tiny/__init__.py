@@ -70,6 +70,7 @@ def build_tiny_checkpoints(
 ) -> TinyStats:
     from koblla.tiny import instruct as ins
     from koblla.tiny import layout, tokenizer
+    from koblla.tiny import pretrain as pt
 
     texts = read_corpus(assets)
     chats = ins.read_chats(assets / CHAT_FILE)
@@ -80,10 +81,19 @@ def build_tiny_checkpoints(
 
     with atomic_dir(base_dir) as tmp_base, atomic_dir(instruct_dir) as tmp_inst:
         model = build_base_model(params, seed)
-        base_sd = {k: v.clone() for k, v in model.state_dict().items()}
         for out, is_instruct in ((tmp_base, False), (tmp_inst, True)):
             tokenizer.write_tokenizer_files(out, ranks, hf_tok, instruct=is_instruct)
             _write_notes(out, is_instruct)
+        if params.pretrain_steps:
+            docs, nbytes = pt.pretrain_texts(assets.parent, params.korean_share)
+            windows = pt.pretrain_examples(tmp_base / "original" / "tokenizer.model", docs, params.pretrain_seq_len)
+            log.info("pretraining the base: %d documents (%d English / %d Korean bytes), %d windows of %d tokens",
+                     len(docs), nbytes["en"], nbytes["ko"], len(windows), params.pretrain_seq_len)
+            pre_losses = ins.train_instruct(model, windows, params.pretrain_steps, params.pretrain_lr,
+                                            params.pretrain_batch_size, seed)
+            log.info("pretraining loss %.4f -> %.4f", pre_losses[0], pre_losses[-1])
+            pt.round_to_bf16(model)
+        base_sd = {k: v.clone() for k, v in model.state_dict().items()}
         num_params = layout.write_checkpoint(tmp_base, base_sd, params, instruct=False)
 
         examples = ins.tokenize_chats(tmp_base / "original" / "tokenizer.model", chats, params.instruct_max_seq_len)

@@ -17,8 +17,14 @@ class TinyModelsParams(Section):
     # Byte-level BPE trained on assets/tiny/*.txt; ranks above it up to 128000 are unreachable padding.
     bpe_vocab_size: int = Field(6000, ge=512, le=128000)
     bpe_min_frequency: int = Field(2, ge=1)
-    instruct_steps: int = Field(60, ge=1)
-    instruct_lr: float = Field(0.003, gt=0)
+    # Base pretraining (koblla/tiny/pretrain.py): next-token loss on our English text + a Korean share.
+    pretrain_steps: int = Field(120, ge=0)  # 0 = a random base (as before)
+    pretrain_lr: float = Field(0.003, gt=0)
+    pretrain_batch_size: int = Field(4, ge=1)  # windows per step
+    pretrain_seq_len: int = Field(128, ge=16)  # tokens per window
+    korean_share: float = Field(0.1, ge=0.0, lt=1.0)  # of the pretraining bytes (Llama 3: mostly English)
+    instruct_steps: int = Field(40, ge=1)
+    instruct_lr: float = Field(0.001, gt=0)
     instruct_batch_size: int = Field(4, ge=1)
     instruct_max_seq_len: int = Field(256, ge=32)
 
