@@ -163,9 +163,9 @@ def register_accuracy() -> dict:
 
 def reference_rejections() -> tuple[int, int, dict]:
     """(rejected, total, reasons) of the human reference translations through judge() (restore + every check)."""
-    from koblla.translate.backends.base import ChunkJob, judge
     from koblla.params import load_section
     from koblla.text.verbatim import mask, mask_with
+    from koblla.translate.backends.base import ChunkJob, judge
     from koblla.translate.validate import Limits
 
     limits = Limits.from_params(load_section("translate", REPO / "params.yaml"))

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from koblla.errors import KoBLLaError
-
 
 # Warnings our dependencies log on every run that say nothing about this run (checked versions: torchao 0.15.0 with
 # torch 2.13; lm-eval 0.4.13 given a model object and our own num_fewshot): dropped at their loggers, so stage logs

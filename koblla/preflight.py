@@ -10,8 +10,9 @@ names: it must exist, or be (inside) an output of a dvc.yaml stage, which DVC bu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

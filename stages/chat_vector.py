@@ -19,10 +19,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from koblla.runlog import write_metrics
 from koblla.cli import make_parser, run_stage, setup_logging
 from koblla.errors import InputError
 from koblla.params import load_section, require_path
+from koblla.runlog import write_metrics
 
 
 def main(argv=None):

@@ -92,7 +92,6 @@ def assert_merged_is_base_plus_adapter(merged_dir: Path, base_dir: Path, adapter
     """Every tensor of the published merged model equals the published base + the published adapter, merged in
     float32 with alpha / rank and rounded once to the saved dtype, element for element. Returns the max abs diff
     (0.0) over all tensors, computed independently of koblla.finetune.publish."""
-    import torch
     from safetensors import safe_open
 
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 import torch
-
 from chat_vector_helpers import SPECIAL, bits, load_model, make_trio, reference, write_model
+from params_helpers import params_with, section_params, section_values
+
 from koblla.chat_vector import apply_chat_vector
 from koblla.chat_vector import merge as merge_mod
 from koblla.chat_vector.params import ChatVectorParams
 from koblla.errors import InputError
-from params_helpers import params_with, section_params, section_values
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

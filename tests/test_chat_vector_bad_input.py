@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from chat_vector_helpers import load_model, make_trio, write_model
+from params_helpers import section_params
 from safetensors.torch import save_file
 
-from chat_vector_helpers import load_model, make_trio, write_model
 from koblla.chat_vector import apply_chat_vector
 from koblla.errors import InputError
-from params_helpers import section_params
 
 
 def no_output(tmp_path: Path, out: Path) -> None:

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
+from params_helpers import section_params
 from safetensors.torch import load_file, save_file
 
 from koblla.chat_vector import apply_chat_vector
-from params_helpers import section_params
 
 SPECIAL = [128006, 128007, 128009]
 

@@ -56,8 +56,9 @@ def test_finetune_config_says_how_to_run_it(path):
 
 def _stage_values(path: Path, tmp_path: Path) -> tuple[dict, str]:
     from finetune_helpers import fake_model_dir
-    from koblla.finetune.tune_config import base_values, instruct_values
     from params_helpers import section_params
+
+    from koblla.finetune.tune_config import base_values, instruct_values
 
     model = fake_model_dir(tmp_path / "model")
     if "instruct" in path.name:

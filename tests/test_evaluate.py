@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
 from params_helpers import params_with
+
 from koblla.errors import InputError, ParamsError
 from koblla.evaluate.params import EvaluateParams
 from koblla.evaluate.samples import SCHEMAS, validate_sample_file
@@ -286,7 +286,9 @@ def test_stage_bad_sample_file_fails_before_loading(tmp_path):
 
 def test_stage_tokenizer_mismatch_fails_before_loading(tmp_path):
     model = _fake_model_dir(tmp_path, vocab_size=10)
-    out = _stage(["--name", "x", "--model-dir", str(model), "--kind", "base", *_outs(tmp_path)])
+    params = params_with(tmp_path, "evaluate", tasks=["truthfulqa_mc2_local"])  # no repro output needed
+    out = _stage(["--params", str(params), "--name", "x", "--model-dir", str(model), "--kind", "base",
+                  *_outs(tmp_path)])
     assert out.returncode == 2 and "tokenizer/model mismatch" in out.stderr
 
 

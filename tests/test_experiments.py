@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import yaml
-
 from conftest import REPO_ROOT
-from koblla.chat_vector.params import ChatVectorParams
 from pipeline_helpers import VENV_BIN, copy_repo, dvc, pipeline_env
+
+from koblla.chat_vector.params import ChatVectorParams
+
 
 def _apply(tmp_path, *overrides: str) -> tuple[str, str]:
     from dvc.utils.hydra import apply_overrides

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
+from wiki_helpers import MARKUP, all_rows, csv_bytes, multistream, params, read_rows, sample_xml, single_stream
+
 from koblla.errors import ParamsError
 from koblla.wiki.extract import extract_wiki, split_of
 from koblla.wiki.multistream import read_index
 from koblla.wiki.sample import make_sample_dump
-from wiki_helpers import MARKUP, all_rows, csv_bytes, multistream, params, read_rows, sample_xml, single_stream
 
 ARTICLES = 28  # ns-0 pages of the sample that are not redirects, disambiguation or the stub
 

@@ -6,11 +6,11 @@ import bz2
 
 import mwparserfromhell
 import pytest
+from wiki_helpers import all_rows, multistream, params, replace_page_text, sample_xml, single_stream
 
 from koblla.errors import InputError
 from koblla.wiki.extract import extract_wiki
 from koblla.wiki.multistream import read_index
-from wiki_helpers import all_rows, multistream, params, replace_page_text, sample_xml, single_stream
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_index_missing_the_last_streams(tmp_path, out_dir):
 def test_index_offset_past_the_end_and_garbage_lines(tmp_path, out_dir):
     dump, index = multistream(tmp_path)
     size = dump.stat().st_size
-    index.write_bytes(bz2.compress(f"639:1101:한글\n{size + 10}:1102:서울특별시\n".encode("utf-8")))
+    index.write_bytes(bz2.compress(f"639:1101:한글\n{size + 10}:1102:서울특별시\n".encode()))
     with pytest.raises(InputError, match=rf"offset {size + 10} \(page id 1102\) is past the end of the dump"):
         run(dump, index, out_dir)
     index.write_bytes(bz2.compress(b"639:1101:x\nnot an index line\n"))

@@ -9,17 +9,16 @@ import subprocess
 import sys
 import time
 from html import escape
-from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
+from wiki_helpers import multistream, params, replace_page_text, sample_xml
+
 from koblla.errors import InputError
 from koblla.wiki.clean import CleanConfig, clean_wikitext
 from koblla.wiki.extract import extract_wiki
-from wiki_helpers import multistream, params, replace_page_text, sample_xml
 
 CFG = CleanConfig.build(["lang"], ["각주"], False)
 N = 20_000  # unclosed openers per page: minutes each with the old quadratic passes, well under a second now

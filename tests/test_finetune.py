@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from finetune_helpers import REPO, fake_model_dir, write_kowiki, write_lima_ko
+from params_helpers import repo_params, section_params
+
 from koblla.errors import InputError, ParamsError
 from koblla.finetune import checks
 from koblla.finetune.params import INSTRUCT_SETS, FinetuneBaseParams, FinetuneInstructParams
 from koblla.params import validate_section
-from params_helpers import repo_params, section_params
 
 BASE_CFG = REPO / "configs" / "finetune_base.yaml"
 INSTRUCT_CFG = REPO / "configs" / "finetune_instruct.yaml"
@@ -158,10 +158,10 @@ def test_any_system_prompt_reaches_torchtune(tmp_path):
     """No quoting rules: the prompt travels in the YAML file, `=`, quotes, colons and newlines included."""
     prompt = '당신은 "친절한" 도우미입니다: 한국어로 답하세요.\n규칙: a=b, x == y, #1 {중괄호} [대괄호] ${not.a.ref}'
     pl = _plan(tmp_path, "finetune_instruct", system_prompt=prompt,
-               datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0})
+               datasets={"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0, "lima_en": 0})
     cfg = _torchtune_reads(pl.run_config_text, tmp_path)
     assert cfg.dataset.new_system_prompt == prompt
-    assert dict(cfg.dataset.weights) == {"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0.0}
+    assert dict(cfg.dataset.weights) == {"kolima": 2.0, "bilima_en_ko": 0.5, "bilima_ko_en": 0.0, "lima_en": 0.0}
     assert cfg.dataset.train_on_input is False and cfg.dataset.seed == 1
     default = _plan(tmp_path / "default", "finetune_instruct")
     assert _torchtune_reads(default.run_config_text, tmp_path).dataset.new_system_prompt is None
@@ -301,6 +301,7 @@ def test_chat_sets_empty_or_missing(tmp_path):
 
 def test_stage_turns_bad_input_into_exit_code_2(tmp_path, capsys):
     from finetune_helpers import write_params
+
     from koblla.cli import run_stage
     from stages.finetune_base import main
 
@@ -315,6 +316,7 @@ def test_stage_turns_bad_input_into_exit_code_2(tmp_path, capsys):
 
 def test_instruct_refuses_metas_instruct_weights(tmp_path, capsys):
     from finetune_helpers import write_params
+
     from koblla.cli import run_stage
     from stages.finetune_instruct import main
 
@@ -395,7 +397,8 @@ def test_lima_en_is_weighted_like_the_other_sets(tmp_path, tiny_tokenizer):
         english_chats = sum("What is" in tiny_tokenizer.decode(s["tokens"]) and "Seoul" in a for s, a in zip(ds, trained))
         assert len(ds) == n and english_chats == n - 24, w  # lima_en's chats: English question, English answer
     (d / "lima_en.jsonl").unlink()
-    off = section_params("finetune_instruct", datasets={"kolima": 1.0, "lima_en": 0.0})
+    off = section_params("finetune_instruct", datasets={"kolima": 1.0, "bilima_en_ko": 0.0, "bilima_ko_en": 0.0,
+                                                        "lima_en": 0.0})
     assert checks.check_chat_sets(d, off) == {"kolima": 8}
     with pytest.raises(InputError, match="lima_en.jsonl: missing"):
         checks.check_chat_sets(d, section_params("finetune_instruct"))

@@ -8,7 +8,6 @@ import difflib
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from finetune_helpers import REPO, assert_merged_is_base_plus_adapter, write_kowiki, write_params
 
 from koblla.finetune.dvclive_logger import read_steps
-from finetune_helpers import REPO, assert_merged_is_base_plus_adapter, write_kowiki, write_params
 
 RECIPES = ["lora_finetune_single_device", "lora_finetune_distributed"]
 

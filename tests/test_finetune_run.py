@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors import safe_open
-
 from finetune_helpers import REPO, assert_merged_is_base_plus_adapter, write_kowiki, write_lima_ko, write_params
+from safetensors import safe_open
 
 pytestmark = pytest.mark.slow
 

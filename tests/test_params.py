@@ -1,7 +1,6 @@
 """params.yaml validation: every section typed, unknown sections and keys rejected with their names."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

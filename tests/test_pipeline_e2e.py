@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env, ran_stages, run
 
 pytestmark = pytest.mark.slow

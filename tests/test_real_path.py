@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
 from pipeline_helpers import copy_repo, dvc, git, ran_stages
 

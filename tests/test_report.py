@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from koblla.errors import InputError
 from koblla.evaluate.report import MODELS, read_scores, summarize, write_report
 

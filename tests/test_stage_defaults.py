@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT
+
 from koblla.cli import KNOWN_NOISE, quiet_known_noise
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import build_tiny_in_subprocess, run_make_tiny_models
+
 from koblla.tiny import build_base_model, build_tiny_checkpoints, read_corpus
 from koblla.tiny.params import TinyModelsParams
 from koblla.tiny.tokenizer import NUM_BASE_RANKS, PAD_PREFIX, llama3_special_tokens

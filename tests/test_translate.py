@@ -7,16 +7,16 @@ import subprocess
 import sys
 
 import pytest
+from params_helpers import section_params
 
 from koblla.errors import InputError, KoBLLaError
+from koblla.text.register import classify_formality, count_registers, register_ok
+from koblla.text.verbatim import PlaceholderError, count_code_blocks, mask, restore
 from koblla.translate import run_translate
 from koblla.translate.inputs import read_conversations
 from koblla.translate.memory import TranslationMemory, memory_key
-from koblla.text.register import classify_formality, count_registers, register_ok
-from koblla.text.verbatim import PlaceholderError, count_code_blocks, mask, restore
 from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation
-from params_helpers import section_params
 
 SAMPLE = "assets/lima/lima_sample.jsonl"
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from koblla.errors import KoBLLaError
-from koblla.translate import run_translate
-from koblla.translate.memory import TranslationMemory
-from koblla.text.verbatim import mask, restore
-from koblla.translate.segment import split_message
-from koblla.translate.validate import CHECKS, Limits, check_translation
-from koblla.translate.params import TranslateParams
 from params_helpers import section_params
 from translate_server import FAULT_MODES, FakeLLMServer, always, fault_cycle, sequence_for_first
+
+from koblla.errors import KoBLLaError
+from koblla.text.verbatim import mask, restore
+from koblla.translate import run_translate
+from koblla.translate.memory import TranslationMemory
+from koblla.translate.params import TranslateParams
+from koblla.translate.segment import split_message
+from koblla.translate.validate import CHECKS, Limits, check_translation
 
 SECRET = "sk-koblla-gate-1a2b3c4d5e"
 N_CHUNKS = 36

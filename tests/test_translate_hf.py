@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from params_helpers import section_params
 
 from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
 from koblla.translate.params import TranslateParams
-from params_helpers import section_params
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"

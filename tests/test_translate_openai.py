@@ -13,13 +13,13 @@ from collections import Counter
 import psutil
 import pytest
 import yaml
+from params_helpers import section_params
+from translate_server import FakeLLMServer, always, sequence, sequence_for_first
 
 from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
-from koblla.translate.ratelimit import TokenBucket
 from koblla.translate.params import TranslateParams
-from params_helpers import section_params
-from translate_server import FakeLLMServer, always, sequence, sequence_for_first
+from koblla.translate.ratelimit import TokenBucket
 
 SECRET = "sk-koblla-test-9f8e7d6c5b4a"
 N_CHUNKS = 36  # unique turns in the shipped sample

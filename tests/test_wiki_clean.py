@@ -6,11 +6,11 @@ import re
 import mwparserfromhell
 import pytest
 from mwparserfromhell.nodes import Heading
+from wiki_helpers import sample_xml
 
-from koblla.wiki.clean import CleanConfig, _LANG_CODE, _strip, clean_wikitext, normalize_whitespace
+from koblla.wiki.clean import _LANG_CODE, CleanConfig, _strip, clean_wikitext, normalize_whitespace
 from koblla.wiki.dump import split_pages
 from koblla.wiki.pages import PageConfig, parse_page
-from wiki_helpers import sample_xml
 
 CFG = CleanConfig.build(["lang", "llang", "nowrap", "음역"], ["각주", "참고 문헌", "같이 보기", "외부 링크"], False)
 

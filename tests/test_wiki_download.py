@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
-from koblla.wiki.download import DownloadError, download_dump, dump_names
 from wiki_helpers import multistream
 from wiki_http import serve
+
+from koblla.wiki.download import DownloadError, download_dump, dump_names
 
 DATE = "20240501"
 

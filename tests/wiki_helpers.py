@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from conftest import REPO_ROOT
+
 from koblla.params import load_section
 from koblla.wiki.multistream import write_multistream
 from koblla.wiki.params import ExtractWikiParams

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from koblla.translate.memory import memory_key
 from koblla.params import load_section
+from koblla.translate.memory import memory_key
 from koblla.translate.params import TranslateParams
 from koblla.translate.pipeline import TARGET_LANG
 from koblla.translate.segment import split_message

@@ -6,7 +6,7 @@ of the chain can be compared on the same conversation.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

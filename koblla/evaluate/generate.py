@@ -27,7 +27,7 @@ class Prompt(BaseModel):
     prompt: str
 
     @model_validator(mode="after")
-    def _check(self) -> "Prompt":
+    def _check(self) -> Prompt:
         if self.lang not in ("ko", "en"):
             raise ValueError(f"lang must be ko or en (got {self.lang!r})")
         for field, value in (("register", self.question_register), ("expect", self.expect)):

@@ -63,7 +63,7 @@ class EvaluateParams(Section):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "EvaluateParams":
+    def _check(self) -> EvaluateParams:
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"limit must be > 0 or null (got {self.limit})")
         if self.device.startswith("cpu") and self.dtype == "float16":

@@ -25,7 +25,7 @@ class MCTargets(_Row):
     labels: list[int]
 
     @model_validator(mode="after")
-    def _check(self) -> "MCTargets":
+    def _check(self) -> MCTargets:
         if len(self.choices) < 2 or len(self.choices) != len(self.labels):
             raise ValueError(f"needs >= 2 choices and one label per choice (got {len(self.choices)} choices, "
                              f"{len(self.labels)} labels)")
@@ -42,7 +42,7 @@ class TruthfulQAMC(_Row):
     mc2_targets: MCTargets
 
     @model_validator(mode="after")
-    def _check(self) -> "TruthfulQAMC":
+    def _check(self) -> TruthfulQAMC:
         # lm-eval's doc_to_target is 0 for both tasks: the first choice must be a true one.
         if self.mc1_targets.labels[0] != 1 or sum(self.mc1_targets.labels) != 1:
             raise ValueError("mc1_targets.labels must be [1, 0, 0, ...]: one true answer, listed first")
@@ -65,7 +65,7 @@ class KobestCOPA(_Row):
     label: int
 
     @model_validator(mode="after")
-    def _check(self) -> "KobestCOPA":
+    def _check(self) -> KobestCOPA:
         if self.question.strip() not in ("원인", "결과"):
             raise ValueError(f"question must be 원인 or 결과 (got {self.question!r})")
         return self

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 from torch.utils.data import Dataset
 
@@ -107,7 +107,7 @@ def lima_mix_dataset(
     *,
     data_dir: str,
     weights: Mapping[str, float],
-    new_system_prompt: Optional[str] = None,
+    new_system_prompt: str | None = None,
     train_on_input: bool = False,
     packed: bool = False,
     seed: int = 0,

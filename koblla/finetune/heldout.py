@@ -12,8 +12,8 @@ import csv
 import logging
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

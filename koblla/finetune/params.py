@@ -6,7 +6,7 @@ per value; no defaults here). The stage fills the `???` keys of configs/finetune
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -35,7 +35,7 @@ class FinetuneParams(Section):
     batch_size: int = Field(ge=1)
     gradient_accumulation_steps: int = Field(ge=1)
     epochs: int = Field(ge=1)
-    max_steps_per_epoch: Optional[int] = Field(ge=1)
+    max_steps_per_epoch: int | None = Field(ge=1)
     lr: float = Field(gt=0)
     warmup_steps: int = Field(ge=0)
     weight_decay: float = Field(ge=0)

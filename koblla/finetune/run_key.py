@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 # Keys that say where and how this attempt runs, not what it trains: left out of both hashes.
 VOLATILE_KEYS = ("output_dir", "resume_from_checkpoint", "metric_logger", "checkpointer.output_dir")

@@ -29,7 +29,7 @@ class TinyModelsParams(Section):
     instruct_max_seq_len: int = Field(256, ge=32)
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyModelsParams":
+    def _heads_divide(self) -> TinyModelsParams:
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:

@@ -88,7 +88,7 @@ class TranslateParams(Section):
     hf: HFBackendParams
 
     @model_validator(mode="after")
-    def _check(self) -> "TranslateParams":
+    def _check(self) -> TranslateParams:
         if self.min_length_ratio >= self.max_length_ratio:
             raise ValueError("min_length_ratio must be below max_length_ratio")
         patterns = [(name, getattr(self, name)) for name in ("meta_pattern", "closer_pattern", "source_closer_pattern")]

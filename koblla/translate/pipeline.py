@@ -12,13 +12,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from koblla.text.register import register_ok
+from koblla.text.verbatim import PLACEHOLDER_RE, mask
 from koblla.translate.backends import make_backend
 from koblla.translate.backends.base import ChunkJob
 from koblla.translate.inputs import Conversation
 from koblla.translate.memory import TranslationMemory, memory_key
 from koblla.translate.prompts import load_prompt
-from koblla.text.register import register_ok
-from koblla.text.verbatim import PLACEHOLDER_RE, mask
 from koblla.translate.segment import split_message
 from koblla.translate.validate import Limits, check_translation, checks_passed
 

@@ -68,7 +68,7 @@ class Limits:
     source_closer_pattern: str
 
     @classmethod
-    def from_params(cls, p) -> "Limits":
+    def from_params(cls, p) -> Limits:
         kw = {f.name: getattr(p, f.name) for f in fields(cls)}
         kw["opener_pairs"] = tuple(tuple(x) for x in kw["opener_pairs"])  # hashable (the dataclass is frozen)
         return cls(**kw)

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import mwparserfromhell
 from mwparserfromhell.nodes import (
-    Argument, Comment, ExternalLink, Heading, HTMLEntity, Tag, Template, Text, Wikilink,
+    Argument,
+    Comment,
+    ExternalLink,
+    Heading,
+    HTMLEntity,
+    Tag,
+    Template,
+    Text,
+    Wikilink,
 )
 
 # Namespace prefixes whose links are not prose; extended with the dump's own localized names (siteinfo ns 6, 14).

@@ -12,9 +12,9 @@ import bz2
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from koblla.errors import InputError
 from koblla.wiki.multistream import Stream

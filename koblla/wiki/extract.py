@@ -6,8 +6,8 @@ memory stays bounded whatever the dump's size.
 """
 from __future__ import annotations
 
-import ctypes
 import csv
+import ctypes
 import hashlib
 import logging
 import multiprocessing as mp
@@ -16,20 +16,24 @@ import signal
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
 from koblla.atomic import atomic_dir
-from koblla.runlog import write_metrics
 from koblla.errors import InputError, KoBLLaError
 from koblla.params import require_path
+from koblla.runlog import write_metrics
 from koblla.wiki.clean import CleanConfig
 from koblla.wiki.dump import (
-    SequentialReader, check_multistream_footer, parse_siteinfo, read_multistream_header, read_stream_pages,
+    SequentialReader,
+    check_multistream_footer,
+    parse_siteinfo,
+    read_multistream_header,
+    read_stream_pages,
 )
 from koblla.wiki.multistream import Stream, read_index
 from koblla.wiki.pages import MAX_ERRORS_KEPT, BatchResult, PageConfig, process_pages

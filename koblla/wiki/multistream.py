@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import bz2
 import os
-from array import array
 import re
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from koblla.atomic import atomic_file
 from koblla.errors import InputError

@@ -38,7 +38,7 @@ class ExtractWikiParams(Section):
     max_parse_error_share: float = Field(ge=0, le=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "ExtractWikiParams":
+    def _check(self) -> ExtractWikiParams:
         if self.split.dev + self.split.test >= 1.0:
             raise ValueError(
                 f"split.dev + split.test must be < 1 so train gets articles (got {self.split.dev} + {self.split.test})"

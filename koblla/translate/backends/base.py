@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from koblla.errors import KoBLLaError
 from koblla.text.verbatim import PLACEHOLDER_RE, Masked, PlaceholderError, restore

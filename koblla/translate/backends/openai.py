@@ -35,9 +35,9 @@ from concurrent.futures.process import BrokenProcessPool
 import httpx
 from tqdm import tqdm
 
+from koblla.text.register import kiwi
 from koblla.translate.backends.base import Backend, BackendError, ChunkJob, judge, render_context
 from koblla.translate.ratelimit import PrioritySlots, RateLimiter
-from koblla.text.register import kiwi
 from koblla.translate.segment import estimate_tokens
 
 log = logging.getLogger(__name__)
