@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -79,7 +80,7 @@ def _stream_task(stream: Stream) -> tuple[BatchResult, int]:
     result = process_pages(pages, _CFG)
     expected = stream.page_ids.tolist()
     if result.page_ids != expected:
-        got = next((g for g, w in zip(result.page_ids, expected) if g != w), None)
+        got = next((g for g, w in zip(result.page_ids, expected, strict=False) if g != w), None)
         raise InputError(
             f"{_DUMP}: the stream at offset {stream.offset} holds {len(result.page_ids)} pages (ids "
             f"{result.page_ids[:3]}...) but the index lists {len(expected)} (ids {expected[:3]}...)"
@@ -139,16 +140,28 @@ def resolve_workers(workers: int) -> int:
         return os.cpu_count() or 1
 
 
-def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_path: str | os.PathLike | None,
-                 progress: bool = True) -> dict:
-    """Run the stage; returns the metrics dict (also written to metrics_path)."""
-    t0 = time.perf_counter()
-    dump = require_path("extract_wiki.dump", params.dump)
-    size = dump.stat().st_size
-    if size == 0:
-        raise InputError(f"{dump}: the dump file is empty (0 bytes); re-download it")
-    workers = resolve_workers(params.workers)
+@dataclass
+class DumpSource:
+    """Where the pages come from: one task per multistream stream (with an index) or per batch (read front to back)."""
 
+    dump: Path
+    size: int
+    cfg: PageConfig
+    fn: Callable
+    tasks: Iterable
+    reader: SequentialReader | None  # the front-to-back reader (None with an index); closed by the caller
+
+
+@dataclass
+class ExtractTotals:
+    counts: Counter = field(default_factory=Counter)
+    rows_per_split: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def open_dump(params: ExtractWikiParams, dump: Path, size: int) -> DumpSource:
+    """Cut the dump into tasks and build the cleaning config from its siteinfo (namespaces, base URL)."""
     if params.index:
         index = require_path("extract_wiki.index", params.index)
         streams = read_index(index, size)
@@ -173,74 +186,85 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
         max_page_chars=params.max_page_chars,
         max_page_seconds=params.max_page_seconds,
     )
-    log.info("extracting %s (%.1f MB, %s, %d workers)", dump, size / 1e6,
-             f"{len(streams)} streams" if params.index else "read front to back", workers)
+    return DumpSource(dump, size, cfg, fn, tasks, reader)
 
-    counts: Counter = Counter()
-    rows_per_split: Counter = Counter()
-    errors: list[str] = []
-    skipped: list[str] = []
+
+def read_pages(src: DumpSource, workers: int, bar: tqdm) -> Iterator[BatchResult]:
+    """The cleaned pages of every task, in dump order; advances `bar` after each, checks the footer at the end."""
+    pages_read = 0
     last_end = 0
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc="extract_wiki", file=sys.stderr, disable=not progress,
-               mininterval=0.5, dynamic_ncols=True)
-    try:
-        with atomic_dir(out_dir) as tmp:
-            files = {s: open(Path(tmp) / f"{s}.csv", "w", encoding="utf-8", newline="") for s in SPLITS}
-            try:
-                writers = {s: csv.writer(f, lineterminator="\n") for s, f in files.items()}
-                for w in writers.values():
-                    w.writerow(COLUMNS)
-                for i, (res, end) in enumerate(ordered_map(fn, tasks, workers, (cfg, dump))):
-                    counts.update(res.counts)
-                    errors.extend(res.errors)
-                    skipped.extend(res.skipped)
-                    for row in res.rows:
-                        s = split_of(row[0], params.split.dev, params.split.test)
-                        writers[s].writerow(row)
-                        rows_per_split[s] += 1
-                    if params.index:
-                        last_end = end
-                        bar.update((end - tasks[i].offset) if i else end)  # the first also covers the header
-                    else:
-                        bar.update(reader.compressed_pos - bar.n)
-                    bar.set_postfix_str(f"{counts['pages_read']} pages", refresh=False)
-                if params.index:
-                    check_multistream_footer(dump, last_end)
-                bar.update(size - bar.n)
-            finally:
-                for f in files.values():
-                    f.close()
-            if counts["pages_read"] == 0:
-                raise InputError(f"{dump}: the dump holds no <page> elements; nothing to extract")
-            share = counts["parse_errors"] / counts["pages_read"]
-            if share > params.max_parse_error_share:
-                raise InputError(
-                    f"{dump}: {counts['parse_errors']} of {counts['pages_read']} pages ({share:.1%}) failed to parse, "
-                    f"more than extract_wiki.max_parse_error_share {params.max_parse_error_share:.1%}; first: "
-                    f"{errors[:3]}. Is the dump damaged or re-encoded? Re-download it, or raise the param"
-                )
-            if counts["pages_kept"] == 0:
-                raise InputError(
-                    f"{dump}: none of its {counts['pages_read']} pages survived cleaning (dropped: "
-                    f"{ {k: counts['dropped_' + k] for k in DROP_REASONS} }); check extract_wiki.min_chars"
-                )
-    finally:
-        bar.close()
-        if reader is not None:
-            reader.close()
+    for i, (res, end) in enumerate(ordered_map(src.fn, src.tasks, workers, (src.cfg, src.dump))):
+        yield res
+        pages_read += res.counts["pages_read"]
+        if src.reader is None:
+            last_end = end
+            bar.update((end - src.tasks[i].offset) if i else end)  # the first also covers the header
+        else:
+            bar.update(src.reader.compressed_pos - bar.n)
+        bar.set_postfix_str(f"{pages_read} pages", refresh=False)
+    if src.reader is None:
+        check_multistream_footer(src.dump, last_end)
+    bar.update(src.size - bar.n)
 
-    seconds = time.perf_counter() - t0
+
+def write_splits(params: ExtractWikiParams, results: Iterable[BatchResult], out_dir: str | os.PathLike,
+                 dump: Path) -> ExtractTotals:
+    """Write every row to its split's CSV, all three atomically: a failed check leaves out_dir as it was."""
+    totals = ExtractTotals()
+    with atomic_dir(out_dir) as tmp:
+        files = {s: open(Path(tmp) / f"{s}.csv", "w", encoding="utf-8", newline="") for s in SPLITS}
+        try:
+            writers = {s: csv.writer(f, lineterminator="\n") for s, f in files.items()}
+            for w in writers.values():
+                w.writerow(COLUMNS)
+            for res in results:
+                totals.counts.update(res.counts)
+                totals.errors.extend(res.errors)
+                totals.skipped.extend(res.skipped)
+                for row in res.rows:
+                    s = split_of(row[0], params.split.dev, params.split.test)
+                    writers[s].writerow(row)
+                    totals.rows_per_split[s] += 1
+        finally:
+            for f in files.values():
+                f.close()
+        check_totals(params, totals, dump)
+    return totals
+
+
+def check_totals(params: ExtractWikiParams, totals: ExtractTotals, dump: Path) -> None:
+    """Fail on a dump with no pages, too many parse errors, or no page left after cleaning."""
+    counts = totals.counts
+    if counts["pages_read"] == 0:
+        raise InputError(f"{dump}: the dump holds no <page> elements; nothing to extract")
+    share = counts["parse_errors"] / counts["pages_read"]
+    if share > params.max_parse_error_share:
+        raise InputError(
+            f"{dump}: {counts['parse_errors']} of {counts['pages_read']} pages ({share:.1%}) failed to parse, "
+            f"more than extract_wiki.max_parse_error_share {params.max_parse_error_share:.1%}; first: "
+            f"{totals.errors[:3]}. Is the dump damaged or re-encoded? Re-download it, or raise the param"
+        )
+    if counts["pages_kept"] == 0:
+        raise InputError(
+            f"{dump}: none of its {counts['pages_read']} pages survived cleaning (dropped: "
+            f"{ {k: counts['dropped_' + k] for k in DROP_REASONS} }); check extract_wiki.min_chars"
+        )
+
+
+def extraction_metrics(totals: ExtractTotals, size: int, workers: int, seconds: float) -> dict:
+    """The flat metrics of a run (metrics/extract_wiki.json); warns about an empty split."""
+    counts, rows_per_split = totals.counts, totals.rows_per_split
     for s in SPLITS:
         if rows_per_split[s] == 0:
             log.warning("split %s is empty (%d articles kept): consider larger extract_wiki.split fractions",
                         s, counts["pages_kept"])
-    metrics = {
+    return {
         "pages_read": counts["pages_read"],
         "pages_kept": counts["pages_kept"],
         "dropped": {k: counts["dropped_" + k] for k in DROP_REASONS},
         "parse_errors": counts["parse_errors"],
-        "parse_error_pages": errors[:MAX_ERRORS_KEPT],
-        "skipped_pages": skipped[:MAX_ERRORS_KEPT],
+        "parse_error_pages": totals.errors[:MAX_ERRORS_KEPT],
+        "skipped_pages": totals.skipped[:MAX_ERRORS_KEPT],
         "chars_out": counts["chars_out"],
         "rows": {s: rows_per_split[s] for s in SPLITS},
         "dump_mb": round(size / 1e6, 3),
@@ -248,6 +272,30 @@ def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_
         "seconds": round(seconds, 2),
         "mb_per_s": round(size / 1e6 / seconds, 3) if seconds else None,
     }
+
+
+def extract_wiki(params: ExtractWikiParams, out_dir: str | os.PathLike, metrics_path: str | os.PathLike | None,
+                 progress: bool = True) -> dict:
+    """Run the stage: read the dump, write the splits, measure; returns the metrics dict (also written to
+    metrics_path)."""
+    t0 = time.perf_counter()
+    dump = require_path("extract_wiki.dump", params.dump)
+    size = dump.stat().st_size
+    if size == 0:
+        raise InputError(f"{dump}: the dump file is empty (0 bytes); re-download it")
+    workers = resolve_workers(params.workers)
+    src = open_dump(params, dump, size)
+    log.info("extracting %s (%.1f MB, %s, %d workers)", dump, size / 1e6,
+             f"{len(src.tasks)} streams" if params.index else "read front to back", workers)
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc="extract_wiki", file=sys.stderr, disable=not progress,
+               mininterval=0.5, dynamic_ncols=True)
+    try:
+        totals = write_splits(params, read_pages(src, workers, bar), out_dir, dump)
+    finally:
+        bar.close()
+        if src.reader is not None:
+            src.reader.close()
+    metrics = extraction_metrics(totals, size, workers, time.perf_counter() - t0)
     if metrics_path is not None:
         write_metrics(metrics_path, metrics)
     return metrics
