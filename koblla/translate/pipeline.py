@@ -75,6 +75,55 @@ def plan_turn(text: str, register: str, params, jobs: dict[str, ChunkJob], where
     return pieces
 
 
+def assemble(conv: Conversation, turns: list[list[Piece]], jobs: dict[str, ChunkJob], memory: TranslationMemory,
+             flagged: dict[str, list[str]], limits: Limits, rechecked: dict[str, list[str]]) -> Translated:
+    """One conversation's Korean turns from the memory; a turn with a flagged or rejected chunk is None.
+    `rechecked` (key -> reasons) is shared across conversations: memory entries pass the current gate once per key."""
+    tr = Translated(conv, [])
+    for i, pieces in enumerate(turns):
+        parts, reasons = [], []
+        for p in pieces:
+            if p.key is None:
+                parts.append(p.lead + p.text + p.trail)
+            elif (text := memory.get(p.key)) is not None:
+                if p.key not in rechecked:  # also what an older, laxer gate let into the memory
+                    rechecked[p.key] = check_translation(jobs[p.key].source, text, jobs[p.key].register, limits)
+                reasons.extend(rechecked[p.key])
+                parts.append(p.lead + text + p.trail)
+            else:
+                reasons.extend(flagged.get(p.key, ["missing"]))
+        tr.checks[i] = checks_passed(reasons)
+        if reasons:
+            tr.flags[i] = sorted(set(reasons))
+            tr.korean.append(None)
+        else:
+            tr.korean.append("".join(parts))
+    return tr
+
+
+def run_counters(layout: list[list[list[Piece]]], jobs: dict[str, ChunkJob], hits: int, misses: list[ChunkJob],
+                 flagged: dict[str, list[str]], rechecked: dict[str, list[str]], stats) -> dict:
+    """The run's counters for metrics/translate.json (register compliance is added by the caller)."""
+    return {
+        "chunks": sum(len(p) for turns in layout for p in turns),
+        "unique_chunks": len(jobs),
+        "cache_hits": hits,
+        "cache_hit_rate": round(hits / len(jobs), 4) if jobs else 1.0,
+        "translated_now": len(misses) - len(flagged),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "tokens_in": stats.tokens_in,
+        "tokens_out": stats.tokens_out,
+        "transport_errors": dict(stats.transport_errors),
+        "rejected_attempts_by_reason": dict(stats.rejected),
+        "failures_by_reason": dict(Counter(r for rs in flagged.values() for r in rs)),
+        "flagged_chunks": len(flagged),
+        # memory entries that fail today's gate (written by an older, laxer one): their turns are flagged
+        "memory_entries_rejected": sum(bool(rs) for rs in rechecked.values()),
+        "memory_rejected_by_reason": dict(Counter(r for rs in rechecked.values() for r in rs)),
+    }
+
+
 def translate_conversations(
     convs: list[Conversation], params, memory: TranslationMemory
 ) -> tuple[list[Translated], dict]:
@@ -98,49 +147,10 @@ def translate_conversations(
         memory.put(job.source, TARGET_LANG, job.register, params.prompt_version, params.model, text, backend.name)
 
     flagged = backend.run(misses, accept) if misses else {}
-    out: list[Translated] = []
     rechecked: dict[str, list[str]] = {}  # key -> reasons; memory entries pass the current gate once per key
-    for conv, turns in zip(convs, layout):
-        tr = Translated(conv, [])
-        for i, pieces in enumerate(turns):
-            parts, reasons = [], []
-            for p in pieces:
-                if p.key is None:
-                    parts.append(p.lead + p.text + p.trail)
-                elif (text := memory.get(p.key)) is not None:
-                    if p.key not in rechecked:  # also what an older, laxer gate let into the memory
-                        rechecked[p.key] = check_translation(jobs[p.key].source, text, jobs[p.key].register, limits)
-                    reasons.extend(rechecked[p.key])
-                    parts.append(p.lead + text + p.trail)
-                else:
-                    reasons.extend(flagged.get(p.key, ["missing"]))
-            tr.checks[i] = checks_passed(reasons)
-            if reasons:
-                tr.flags[i] = sorted(set(reasons))
-                tr.korean.append(None)
-            else:
-                tr.korean.append("".join(parts))
-        out.append(tr)
-    memory_rejected = Counter(r for rs in rechecked.values() for r in rs)
-    s = backend.stats
-    counters = {
-        "chunks": sum(len(p) for turns in layout for p in turns),
-        "unique_chunks": len(jobs),
-        "cache_hits": hits,
-        "cache_hit_rate": round(hits / len(jobs), 4) if jobs else 1.0,
-        "translated_now": len(misses) - len(flagged),
-        "requests": s.requests,
-        "retries": s.retries,
-        "tokens_in": s.tokens_in,
-        "tokens_out": s.tokens_out,
-        "transport_errors": dict(s.transport_errors),
-        "rejected_attempts_by_reason": dict(s.rejected),
-        "failures_by_reason": dict(Counter(r for rs in flagged.values() for r in rs)),
-        "flagged_chunks": len(flagged),
-        # memory entries that fail today's gate (written by an older, laxer one): their turns are flagged
-        "memory_entries_rejected": sum(bool(rs) for rs in rechecked.values()),
-        "memory_rejected_by_reason": dict(memory_rejected),
-    }
+    out = [assemble(conv, turns, jobs, memory, flagged, limits, rechecked)
+           for conv, turns in zip(convs, layout, strict=True)]
+    counters = run_counters(layout, jobs, hits, misses, flagged, rechecked, backend.stats)
     counters.update(register_compliance(out, params, limits))
     return out, counters
 
