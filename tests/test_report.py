@@ -1,4 +1,5 @@
-"""report: the seed's table from five flat metrics files (synthetic numbers, exact expectations)."""
+"""report: the seed's table from five flat metrics files (synthetic numbers, exact expectations); its models are
+dvc.yaml's evaluate foreach."""
 from __future__ import annotations
 
 import csv
@@ -7,10 +8,14 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import REPO_ROOT
 
 from koblla.errors import InputError
-from koblla.evaluate.report import MODELS, read_scores, summarize, write_report
+from koblla.evaluate.report import load_models, read_scores, summarize, write_report
+
+DVC_YAML = REPO_ROOT / "dvc.yaml"
+MODELS = load_models(DVC_YAML)
 
 SCORES = {  # model -> (truthfulqa_mc2, kobest_copa, kobest_hellaswag acc_norm)
     "llama3": (0.44, 0.60, 0.50),
@@ -51,7 +56,7 @@ def _write(metrics_dir, skip=()):
 
 def test_summary_numbers(tmp_path):
     _write(tmp_path)
-    s = summarize(read_scores(tmp_path))
+    s = summarize(read_scores(tmp_path, MODELS), MODELS)
     assert s["tasks"] == ["truthfulqa_mc2", "kobest_copa", "kobest_hellaswag"]  # English first
     rows = s["rows"]
     assert rows["koblla"]["en"] == pytest.approx(0.42) and rows["koblla"]["ko"] == pytest.approx(0.65)
@@ -66,16 +71,19 @@ def test_summary_numbers(tmp_path):
 
 def test_report_files(tmp_path):
     _write(tmp_path / "m")
-    write_report(tmp_path / "m", tmp_path / "r/results.md", tmp_path / "r/results.png", tmp_path / "r/plot.csv")
+    write_report(tmp_path / "m", tmp_path / "r/results.md", tmp_path / "r/results.png", tmp_path / "r/plot.csv",
+                 DVC_YAML)
     md = (tmp_path / "r/results.md").read_text(encoding="utf-8")
     for m in MODELS:
         assert f"| {m.label} |" in md
     assert "truthfulqa_mc2 (acc, v3.0, en)" in md and "kobest_hellaswag (acc_norm, v1.0, ko)" in md
     assert ("| KoBLLa | 0.4200 ± 0.017 (n=817) | 0.7000 ± 0.015 | 0.6000 | 0.4200 | 0.6500 | -0.0200 | +0.1000 "
             "| 0.4304 |") in md
-    assert "| KoBLLa + ChatVec. | 0.5000 ± 0.017 (n=817) " in md and "| -0.0200 | +0.0700 | — |" in md  # no published MC2
-    assert ("- **KoBLLa** vs Llama-3: held-out: Korean bpb gain +25.0 %; English bpb change +10.0 %; Korean chat NLL change "
-            "-5.0 %; benchmarks: English Δ -0.0200 (95.5 % of the reference's English score); Korean Δ +0.1000.") in md
+    assert "| KoBLLa + ChatVec. | 0.5000 ± 0.017 (n=817) " in md
+    assert "| -0.0200 | +0.0700 | — |" in md  # no published MC2
+    assert ("- **KoBLLa** vs Llama-3: held-out: Korean bpb gain +25.0 %; English bpb change +10.0 %; Korean chat NLL "
+            "change -5.0 %; benchmarks: English Δ -0.0200 (95.5 % of the reference's English score); Korean Δ "
+            "+0.1000.") in md
     assert "- **KoBLLa-Inst.** vs Llama-3-Inst.: held-out: Korean bpb gain +30.0 %" in md
     assert "| KoBLLa-Inst. | 2.8000 (n=1) -30.0 % | 2.1000 (n=6) +5.0 % | 0.8000 (n=8) -20.0 % |" in md
     assert "| Llama-3 | 4.0000 (n=1) (ref) |" in md
@@ -89,14 +97,14 @@ def test_report_files(tmp_path):
 def test_missing_model_file_is_named(tmp_path):
     _write(tmp_path, skip=("koblla_chatvec",))
     with pytest.raises(InputError, match=r"koblla_chatvec.json: missing; run `dvc repro evaluate@koblla_chatvec`"):
-        read_scores(tmp_path)
+        read_scores(tmp_path, MODELS)
 
 
 def test_non_flat_file_is_rejected(tmp_path):
     _write(tmp_path)
     (tmp_path / "koblla.json").write_text(json.dumps({"results": {"x": 1}}))
     with pytest.raises(InputError, match="flat JSON object"):
-        read_scores(tmp_path)
+        read_scores(tmp_path, MODELS)
 
 
 def test_report_stage(tmp_path):
@@ -108,8 +116,9 @@ def test_report_stage(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "5 models x 3 tasks" in out.stdout and "KoBLLa-Inst.: English Δ +0.0100" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "stages.report", "--metrics-dir", str(tmp_path / "none"), "--out", str(tmp_path / "y.md"),
-         "--plot", str(tmp_path / "y.png")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "stages.report", "--metrics-dir", str(tmp_path / "none"), "--out",
+         str(tmp_path / "y.md"), "--plot", str(tmp_path / "y.png")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "missing" in bad.stderr and not (tmp_path / "y.md").exists()
 
@@ -118,3 +127,45 @@ def test_report_help():
     out = subprocess.run([sys.executable, "-m", "stages.report", "--help"], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "python -m stages.report --metrics-dir metrics/eval" in out.stdout
+
+
+def test_models_are_dvc_yamls_evaluate_foreach():
+    """One list: the report's rows are the evaluate stages, in dvc.yaml's order, with their labels and references."""
+    foreach = yaml.safe_load(DVC_YAML.read_text(encoding="utf-8"))["stages"]["evaluate"]["foreach"]
+    assert [m.key for m in MODELS] == list(foreach) == list(SCORES)
+    assert [(m.label, m.kind, m.reference) for m in MODELS] == [
+        ("Llama-3", "base", None), ("KoBLLa", "base", "llama3"), ("Llama-3-Inst.", "instruct", None),
+        ("KoBLLa + ChatVec.", "instruct", "llama3_inst"), ("KoBLLa-Inst.", "instruct", "llama3_inst")]
+
+
+def _dvc_yaml(tmp_path, foreach: dict):
+    path = tmp_path / "dvc.yaml"
+    path.write_text(yaml.safe_dump({"stages": {"evaluate": {"foreach": foreach, "do": {"cmd": "x"}}}}, sort_keys=False),
+                    encoding="utf-8")
+    return path
+
+
+def test_a_model_added_to_the_foreach_is_reported(tmp_path):
+    _write(tmp_path / "m")
+    flat = json.loads((tmp_path / "m/koblla.json").read_text(encoding="utf-8"))
+    (tmp_path / "m/koblla_v2.json").write_text(json.dumps({**flat, "kobest_copa/acc": 0.8}), encoding="utf-8")
+    foreach = yaml.safe_load(DVC_YAML.read_text(encoding="utf-8"))["stages"]["evaluate"]["foreach"]
+    foreach["koblla_v2"] = {"dir": "models/v2", "kind": "base", "label": "KoBLLa v2", "reference": "llama3"}
+    dvc_yaml = _dvc_yaml(tmp_path, foreach)
+    s = write_report(tmp_path / "m", tmp_path / "r.md", tmp_path / "r.png", None, dvc_yaml)
+    assert [m.key for m in s["models"]][-1] == "koblla_v2"
+    assert s["rows"]["koblla_v2"]["task_delta"]["kobest_copa"] == pytest.approx(0.2)
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "| KoBLLa v2 | 0.4200 ± 0.017 (n=817) | 0.8000 ± 0.015 |" in md and "**KoBLLa v2** vs Llama-3" in md
+
+
+@pytest.mark.parametrize("foreach, word", [
+    ({"a": {"dir": "x", "kind": "base"}}, "needs a `label`"),
+    ({"a": {"dir": "x", "kind": "base", "label": "A", "reference": "b"}}, "reference 'b' is not another key"),
+    ({}, "no foreach mapping"),
+])
+def test_bad_foreach_is_named(tmp_path, foreach, word):
+    with pytest.raises(InputError, match=word):
+        load_models(_dvc_yaml(tmp_path, foreach))
+    with pytest.raises(InputError, match="missing"):
+        load_models(tmp_path / "none.yaml")

@@ -1,8 +1,10 @@
-"""The seed's results table from the five flat metrics files: models x tasks, averages, deltas, retention, chart.
+"""The seed's results table from the flat metrics files: models x tasks, averages, deltas, retention, chart.
 
-Reference models: Llama-3 for the base models, Llama-3-Inst. for the instruct models. A task's headline metric is
-`acc` (lm-eval's default for multiple choice) except where HEADLINE_METRIC says otherwise; English and Korean
-averages are plain means of the headline scores of the tasks of that language (koblla.evaluate.tasks.task_language).
+The models, their labels and their references (Llama-3 for the base models, Llama-3-Inst. for the instruct models)
+are the evaluate stage's foreach in dvc.yaml, read by load_models: one list for the evaluations and the report.
+A task's headline metric is `acc` (lm-eval's default for multiple choice) except where HEADLINE_METRIC says
+otherwise; English and Korean averages are plain means of the headline scores of the tasks of that language
+(koblla.evaluate.tasks.task_language).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from koblla.atomic import atomic_file
 from koblla.errors import InputError
@@ -27,14 +31,6 @@ class ModelSpec:
     reference: str | None  # key of the model it is compared against
 
 
-MODELS = [
-    ModelSpec("llama3", "Llama-3", "base", None),
-    ModelSpec("koblla", "KoBLLa", "base", "llama3"),
-    ModelSpec("llama3_inst", "Llama-3-Inst.", "instruct", None),
-    ModelSpec("koblla_chatvec", "KoBLLa + ChatVec.", "instruct", "llama3_inst"),
-    ModelSpec("koblla_inst", "KoBLLa-Inst.", "instruct", "llama3_inst"),
-]
-LABELS = {m.key: m.label for m in MODELS}
 # HellaSwag-style tasks are scored length-normalised in the literature (and in the Open LLM Leaderboard).
 HEADLINE_METRIC = {"kobest_hellaswag": "acc_norm", "haerae": "acc_norm", "hellaswag": "acc_norm"}
 # KoBLLa's held-out losses (evals/ko_bpb.yaml ...): lower is better, shown in their own table, never averaged
@@ -46,6 +42,26 @@ PUBLISHED_MC2 = {"llama3": 0.4396, "koblla": 0.4304, "llama3_inst": 0.5170, "kob
 SMALL_N = 100  # documents: below this a task's stderr is wide; the report says so
 
 
+def load_models(dvc_yaml: str | Path = "dvc.yaml") -> list[ModelSpec]:
+    """The evaluated models in dvc.yaml's order: stage evaluate's foreach, `key: {dir, kind, label, reference}`."""
+    path = Path(dvc_yaml)
+    if not path.is_file():
+        raise InputError(f"{path}: missing; the report reads its models from the evaluate stage's foreach there")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    foreach = ((doc.get("stages") or {}).get("evaluate") or {}).get("foreach")
+    if not isinstance(foreach, dict) or not foreach:
+        raise InputError(f"{path}: stage evaluate has no foreach mapping of models (key: {{dir, kind, label}})")
+    models = []
+    for key, item in foreach.items():
+        if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+            raise InputError(f"{path}: evaluate foreach {key!r} needs a `label` (the report's name for the model)")
+        ref = item.get("reference")
+        if ref is not None and (ref not in foreach or ref == key):
+            raise InputError(f"{path}: evaluate foreach {key!r}: reference {ref!r} is not another key of the foreach")
+        models.append(ModelSpec(str(key), item["label"], str(item.get("kind")), ref))
+    return models
+
+
 def headline_metric(task: str) -> str:
     return LOSS_METRIC.get(task) or HEADLINE_METRIC.get(task.removesuffix("_local"), "acc")
 
@@ -54,10 +70,10 @@ def is_loss(task: str) -> bool:
     return task in LOSS_METRIC
 
 
-def read_scores(metrics_dir: str | Path) -> dict[str, dict[str, float]]:
-    """{model key: flat metrics} for the five models; a missing or malformed file is an error naming it."""
+def read_scores(metrics_dir: str | Path, models: list[ModelSpec]) -> dict[str, dict[str, float]]:
+    """{model key: flat metrics} for every model; a missing or malformed file is an error naming it."""
     out = {}
-    for m in MODELS:
+    for m in models:
         path = Path(metrics_dir) / f"{m.key}.json"
         if not path.is_file():
             raise InputError(f"{path}: missing; run `dvc repro evaluate@{m.key}` first")
@@ -96,11 +112,11 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(scores: dict[str, dict[str, float]]) -> dict:
+def summarize(scores: dict[str, dict[str, float]], models: list[ModelSpec]) -> dict:
     """Per model: headline score per task, stderr, version, English and Korean averages, deltas vs reference."""
     tasks = task_names(scores)
     rows = {}
-    for m in MODELS:
+    for m in models:
         flat = scores[m.key]
         per_task = {t: flat.get(f"{t}/{headline_metric(t)}") for t in tasks}
         rows[m.key] = {
@@ -112,7 +128,7 @@ def summarize(scores: dict[str, dict[str, float]]) -> dict:
             "en": _mean([v for t, v in per_task.items() if v is not None and task_language(t) == "en"]),
             "ko": _mean([v for t, v in per_task.items() if v is not None and task_language(t) == "ko"]),
         }
-    for m in MODELS:
+    for m in models:
         row, ref = rows[m.key], rows.get(m.reference) if m.reference else None
         row["delta"] = {
             lang: (row[lang] - ref[lang]) if ref and row[lang] is not None and ref[lang] is not None else None
@@ -125,7 +141,7 @@ def summarize(scores: dict[str, dict[str, float]]) -> dict:
             t: (v - ref["scores"][t]) if ref and v is not None and ref["scores"][t] is not None else None
             for t, v in row["scores"].items()
         }
-    return {"tasks": tasks, "losses": loss_names(scores), "rows": rows}
+    return {"tasks": tasks, "losses": loss_names(scores), "rows": rows, "models": models}
 
 
 def _f(v: float | None, signed: bool = False) -> str:
@@ -175,6 +191,10 @@ def _glance(r: dict) -> str:
     return "; ".join(parts)
 
 
+def _label(summary: dict, key: str) -> str:
+    return next(m.label for m in summary["models"] if m.key == key)
+
+
 def _table_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |\n"
 
@@ -192,7 +212,7 @@ def _scores_section(summary: dict) -> str:
     if mc2:
         head += ["TruthfulQA MC2 published"]
     out = [_table_head(head)]
-    for m in MODELS:
+    for m in summary["models"]:
         r = rows[m.key]
         cells = [m.label]
         for t in tasks:
@@ -224,7 +244,7 @@ def _loss_section(summary: dict) -> str:
            "(`chat_nll_en`, `chat_nll_ko`: the same conversations in English and Korean). n = documents (assistant "
            "turns for chat); the change is relative to the reference model (negative = better).\n\n",
            _table_head(["Model"] + [f"{t} ({LOSS_METRIC[t]})" for t in losses])]
-    for m in MODELS:
+    for m in summary["models"]:
         r = rows[m.key]
         cells = [m.label]
         for t in losses:
@@ -240,7 +260,7 @@ def _retention_section(summary: dict) -> str:
     rows = summary["rows"]
     out = ["\n## Retention at a glance\n\n",
            "For each Korean-trained model: did Korean improve, and did English survive, against its reference?\n\n"]
-    for m in MODELS:
+    for m in summary["models"]:
         if m.reference is None:
             continue
         r, ref = rows[m.key], rows[m.reference]
@@ -248,7 +268,7 @@ def _retention_section(summary: dict) -> str:
         kept = (f" ({100 * r['en'] / ref['en']:.1f} % of the reference's English score)"
                 if en is not None and ref["en"] else "")
         glance = _glance(r)
-        out.append(f"- **{m.label}** vs {LABELS[m.reference]}: "
+        out.append(f"- **{m.label}** vs {_label(summary, m.reference)}: "
                    + (f"held-out: {glance}; benchmarks: " if glance else "")
                    + f"English Δ {_f(en, True)}{kept}; Korean Δ {_f(ko, True)}.\n")
     return "".join(out)
@@ -257,21 +277,21 @@ def _retention_section(summary: dict) -> str:
 def _task_delta_section(summary: dict) -> str:
     tasks, rows = summary["tasks"], summary["rows"]
     out = ["\n## Δ per task\n\n", _table_head(["Model (vs reference)"] + tasks)]
-    for m in MODELS:
+    for m in summary["models"]:
         if m.reference is None:
             continue
-        out.append(_table_row([f"{m.label} (vs {LABELS[m.reference]})"]
+        out.append(_table_row([f"{m.label} (vs {_label(summary, m.reference)})"]
                               + [_f(rows[m.key]["task_delta"][t], True) for t in tasks]))
     return "".join(out)
 
 
-def _generations_section(scores: dict[str, dict[str, float]]) -> str:
+def _generations_section(summary: dict, scores: dict[str, dict[str, float]]) -> str:
     out = ["\n## Sample generations\n\n",
            "Greedy answers to the fixed prompt set (params `evaluate.generation.prompts`), in "
            "`reports/generations/<model>.jsonl`. Korean prompts expect 존댓말 answers, 반말 questions included.\n\n",
            "| Model | answers | Korean answers | register judged | in expected register |\n|---|---|---|---|---|\n"]
     # (an answer with no Korean sentence to judge has formal_share null in the JSONL: not counted as judged)
-    for m in MODELS:
+    for m in summary["models"]:
         g = scores[m.key]
         cells = [g.get(f"generations/{k}") for k in ("n", "ko_n", "ko_register_judged", "ko_register_ok")]
         out.append(f"| {m.label} | " + " | ".join("—" if c is None else str(int(c)) for c in cells) + " |\n")
@@ -284,13 +304,13 @@ def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
              "Each column shows the task's headline metric; the task's `metadata.version` is beside its name. "
              "Δ is against the reference model: Llama-3 for base models, Llama-3-Inst. for instruct models.\n\n")
     return (intro + _scores_section(summary) + _loss_section(summary) + _retention_section(summary)
-            + _task_delta_section(summary) + _generations_section(scores))
+            + _task_delta_section(summary) + _generations_section(summary, scores))
 
 
 def plot_rows(summary: dict) -> list[dict]:
     """Long-format rows for the DVC bar plot: one per model x (task | average)."""
     out = []
-    for m in MODELS:
+    for m in summary["models"]:
         r = summary["rows"][m.key]
         for name, value in [*r["scores"].items(), ("English avg", r["en"]), ("Korean avg", r["ko"])]:
             if value is not None:
@@ -306,10 +326,10 @@ def render_chart(summary: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = summary["tasks"] + ["English avg", "Korean avg"]
-    n = len(MODELS)
+    n = len(summary["models"])
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 4.2), dpi=120)
-    for i, m in enumerate(MODELS):
+    for i, m in enumerate(summary["models"]):
         r = summary["rows"][m.key]
         vals = [r["scores"].get(g) if g in r["scores"] else r["en" if g == "English avg" else "ko"] for g in groups]
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(groups))]
@@ -328,9 +348,10 @@ def render_chart(summary: dict, path: str | Path) -> None:
 
 
 def write_report(metrics_dir: str | Path, out_md: str | Path, out_png: str | Path,
-                 out_plot_data: str | Path | None = None) -> dict:
-    scores = read_scores(metrics_dir)
-    summary = summarize(scores)
+                 out_plot_data: str | Path | None = None, dvc_yaml: str | Path = "dvc.yaml") -> dict:
+    models = load_models(dvc_yaml)
+    scores = read_scores(metrics_dir, models)
+    summary = summarize(scores, models)
     if not summary["tasks"]:
         raise InputError(f"{metrics_dir}: no task scores found in the metrics files")
     with atomic_file(out_md) as f:
