@@ -55,6 +55,74 @@ def flatten_results(results: dict, tasks: list[str]) -> dict[str, float]:
     return flat
 
 
+def _length_groups(inplen: list[int], spread: int) -> list[list[int]]:
+    """Request indices sorted by input length, cut into groups whose lengths differ by at most `spread` tokens."""
+    order = sorted(range(len(inplen)), key=inplen.__getitem__)
+    groups, start = [], 0
+    for j in range(1, len(order) + 1):
+        if j == len(order) or inplen[order[j]] - inplen[order[start]] > spread:
+            groups.append(order[start:j])
+            start = j
+    return groups
+
+
+class _ContinuationLogits:
+    """The methods continuation_logits_hflm adds to lm-eval's HFLM (a mixin: HFLM is imported only when needed)."""
+
+    _keep_logits: int | None = None
+    group_spread = 16  # tokens of input-length spread per group: small K, few extra groups
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
+        if self.backend != "causal" or not requests:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        inplen = [min(len(ctx) + len(cont), self.max_length + 1) - 1 for _, ctx, cont in requests]
+        groups = _length_groups(inplen, self.group_spread)
+        out: list = [None] * len(requests)
+        if self.batch_size == "auto" and override_bs is None:
+            # Once, on the longest request with full-width logits (every group asks for fewer positions, so
+            # this bounds them all). Left to lm-eval, each group call would probe again (~1.5x the forward
+            # passes on TruthfulQA, ~11x on KMMLU).
+            override_bs = self._detect_batch_size([requests[groups[-1][-1]]])
+            log.info("batch_size auto: %d (detected once for %d requests)", override_bs, len(requests))
+        try:
+            for g in reversed(groups):  # longest first: an out-of-memory error shows at once
+                spread = inplen[g[-1]] - inplen[g[0]]
+                self._keep_logits = max(len(requests[i][2]) for i in g) + spread
+                res = super()._loglikelihood_tokens(
+                    [requests[i] for i in g], disable_tqdm=disable_tqdm, override_bs=override_bs
+                )
+                for i, r in zip(g, res, strict=True):
+                    out[i] = r
+        finally:
+            self._keep_logits = None
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        # lm-eval puts its prefix token (BOS) before every rolling window's text, but HFLM.tok_encode lets a
+        # Llama 3 tokenizer add its own BOS too: [BOS, BOS, text...], so the document's likelihood would include
+        # log p(BOS | BOS), which no byte of the text accounts for (a trained model finds a second BOS very
+        # unlikely). Encode the text bare here: [BOS, text...], bits per byte as the literature defines it.
+        saved = self.add_bos_token
+        self.add_bos_token = False
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self.add_bos_token = saved
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        import torch
+
+        keep = self._keep_logits
+        if (keep is None or attn_mask is not None or labels is not None or keep >= inps.shape[1]
+                or "logits_to_keep" not in inspect.signature(self.model.forward).parameters):
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        with torch.no_grad(), torch.autocast(
+            device_type=self.device.type, dtype=self.mixed_precision_dtype,
+            enabled=self.mixed_precision_dtype is not None,
+        ):
+            return self.model(inps, logits_to_keep=keep).logits
+
+
 def continuation_logits_hflm():
     """lm-eval's HFLM, computing vocabulary logits only for the trailing positions it reads (a speed-up only).
 
@@ -65,67 +133,12 @@ def continuation_logits_hflm():
     the continuation at `inplen + logits_len - padded_len`), so requests are scored in groups of similar input
     length and the model is asked for the last K positions only, K = longest continuation + (longest input -
     shortest input) of the group: enough for every row of any right-padded batch drawn from it.
-    tests/test_evaluate_harness.py checks the scores against plain HFLM.
+    tests/test_evaluate_models.py checks the scores against plain HFLM.
     """
-    import torch
     from lm_eval.models.huggingface import HFLM
 
-    class ContinuationLogitsHFLM(HFLM):
-        _keep_logits: int | None = None
-        group_spread = 16  # tokens of input-length spread per group: small K, few extra groups
-
-        def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
-            if self.backend != "causal" or not requests:
-                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
-            inplen = [min(len(ctx) + len(cont), self.max_length + 1) - 1 for _, ctx, cont in requests]
-            order = sorted(range(len(requests)), key=inplen.__getitem__)
-            groups, start = [], 0
-            for j in range(1, len(order) + 1):
-                if j == len(order) or inplen[order[j]] - inplen[order[start]] > self.group_spread:
-                    groups.append(order[start:j])
-                    start = j
-            out: list = [None] * len(requests)
-            if self.batch_size == "auto" and override_bs is None:
-                # Once, on the longest request with full-width logits (every group asks for fewer positions, so
-                # this bounds them all). Left to lm-eval, each group call would probe again (~1.5x the forward
-                # passes on TruthfulQA, ~11x on KMMLU).
-                override_bs = self._detect_batch_size([requests[order[-1]]])
-                log.info("batch_size auto: %d (detected once for %d requests)", override_bs, len(requests))
-            try:
-                for g in reversed(groups):  # longest first: an out-of-memory error shows at once
-                    spread = inplen[g[-1]] - inplen[g[0]]
-                    self._keep_logits = max(len(requests[i][2]) for i in g) + spread
-                    res = super()._loglikelihood_tokens(
-                        [requests[i] for i in g], disable_tqdm=disable_tqdm, override_bs=override_bs
-                    )
-                    for i, r in zip(g, res, strict=True):
-                        out[i] = r
-            finally:
-                self._keep_logits = None
-            return out
-
-        def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            # lm-eval puts its prefix token (BOS) before every rolling window's text, but HFLM.tok_encode lets a
-            # Llama 3 tokenizer add its own BOS too: [BOS, BOS, text...], so the document's likelihood would include
-            # log p(BOS | BOS), which no byte of the text accounts for (a trained model finds a second BOS very
-            # unlikely). Encode the text bare here: [BOS, text...], bits per byte as the literature defines it.
-            saved = self.add_bos_token
-            self.add_bos_token = False
-            try:
-                return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
-            finally:
-                self.add_bos_token = saved
-
-        def _model_call(self, inps, attn_mask=None, labels=None):
-            keep = self._keep_logits
-            if (keep is None or attn_mask is not None or labels is not None or keep >= inps.shape[1]
-                    or "logits_to_keep" not in inspect.signature(self.model.forward).parameters):
-                return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
-            with torch.no_grad(), torch.autocast(
-                device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                enabled=self.mixed_precision_dtype is not None,
-            ):
-                return self.model(inps, logits_to_keep=keep).logits
+    class ContinuationLogitsHFLM(_ContinuationLogits, HFLM):
+        pass
 
     return ContinuationLogitsHFLM
 
