@@ -11,3 +11,7 @@ class ParamsError(KoBLLaError):
 
 class InputError(KoBLLaError):
     """An input file (dump, dataset, checkpoint) is missing or malformed; the message names it."""
+
+
+class EvaluationError(KoBLLaError):
+    """lm-eval ran but gave nothing to record (no results, no scores for the requested tasks)."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from koblla.atomic import atomic_file, write_json
+from koblla.errors import EvaluationError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def run_evaluate(
     results = run_lm_eval(model, tokenizer, tm, specs, params, chat_template, seed)
     metrics = flatten_results(results, params.tasks)
     if not metrics:
-        raise RuntimeError(f"lm-eval returned no scores for {params.tasks}")
+        raise EvaluationError(f"lm-eval returned no scores for {params.tasks}: check evaluate.tasks (each a task, "
+                              "group or tag that lm-eval lists, with a numeric metric)")
     if raw_results_dir is not None:
         # Full lm-eval output (configs, per-subtask scores) for inspection; not a DVC output.
         write_json(Path(raw_results_dir) / f"{name}.json", json.loads(json.dumps(results, default=str)))

@@ -11,6 +11,8 @@ import logging
 import math
 from typing import Any
 
+from koblla.errors import EvaluationError
+
 log = logging.getLogger(__name__)
 
 
@@ -173,5 +175,6 @@ def run_lm_eval(model, tokenizer, task_manager, tasks: list, params, chat_templa
         fewshot_random_seed=seed,
     )
     if results is None:  # only on non-zero ranks of a multi-process run
-        raise RuntimeError("lm-eval returned no results")
+        raise EvaluationError("lm-eval returned no results (a non-zero rank of a multi-process run?); run the "
+                              "evaluate stage as one process")
     return results

@@ -25,7 +25,8 @@ def index_path_for(dump: str | os.PathLike) -> Path:
     """kowiki-...-multistream.xml.bz2 -> kowiki-...-multistream-index.txt.bz2 (Wikimedia's naming)."""
     s = str(dump)
     if not s.endswith(".xml.bz2"):
-        raise ValueError(f"{s}: a multistream dump name ends with .xml.bz2")
+        raise InputError(f"{s}: a multistream dump name ends with .xml.bz2 (Wikimedia's naming); rename it or name "
+                         "its index explicitly")
     return Path(s[: -len(".xml.bz2")] + "-index.txt.bz2")
 
 
@@ -56,7 +57,7 @@ def write_multistream(
             for p in block:
                 m = _PAGE_ID.search(p)
                 if m is None:
-                    raise ValueError(f"page {p[:80]!r}...: no <title> and <id> found")
+                    raise InputError(f"page {p[:80]!r}...: no <title> and <id> found")
                 index_lines.append(f"{offset}:{int(m.group(2))}:{m.group(1).decode('utf-8')}\n")
             f.write(bz2.compress(b"".join(block), compresslevel))
             block.clear()
@@ -103,12 +104,14 @@ def read_index(index: str | os.PathLike, dump_size: int | None = None) -> list[S
                 if streams and offset == streams[-1].offset:
                     streams[-1].page_ids.append(pid)
                 elif streams and offset < streams[-1].offset:
-                    raise InputError(f"{index}:{lineno}: offset {offset} goes backwards (index is not sorted or corrupt)")
+                    raise InputError(
+                        f"{index}:{lineno}: offset {offset} goes backwards (index is not sorted or corrupt)"
+                    )
                 else:
                     streams.append(Stream(offset, None, array("q", [pid])))
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise InputError(f"{index}: cannot read the multistream index ({e}); re-download it") from e
-    for a, b in zip(streams, streams[1:]):
+    for a, b in zip(streams, streams[1:], strict=False):
         a.end = b.offset
     past = next((s for s in streams if s.offset >= dump_size), None) if dump_size is not None else None
     if past is not None:

@@ -1,6 +1,8 @@
 """Translation backends: memory (offline default), openai (any OpenAI-compatible endpoint), hf (local model)."""
 from __future__ import annotations
 
+from koblla.errors import ParamsError
+
 
 def make_backend(params, prompt, limits):
     if params.backend == "memory":
@@ -15,4 +17,4 @@ def make_backend(params, prompt, limits):
         from koblla.translate.backends.hf import HFBackend
 
         return HFBackend(params, prompt, limits)
-    raise ValueError(f"unknown backend {params.backend!r}")
+    raise ParamsError(f"translate.backend: unknown backend {params.backend!r}; use memory, openai or hf")
