@@ -73,9 +73,11 @@ def test_report_files(tmp_path):
     assert "truthfulqa_mc2 (acc, v3.0, en)" in md and "kobest_hellaswag (acc_norm, v1.0, ko)" in md
     assert ("| KoBLLa | 0.4200 ± 0.017 (n=817) | 0.7000 ± 0.015 | 0.6000 | 0.4200 | 0.6500 | -0.0200 | +0.1000 "
             "| 0.4304 |") in md
-    assert "| KoBLLa + ChatVec. | 0.5000 ± 0.017 (n=817) " in md and "| -0.0200 | +0.0700 | — |" in md  # no published MC2
-    assert ("- **KoBLLa** vs Llama-3: held-out: Korean bpb gain +25.0 %; English bpb change +10.0 %; Korean chat NLL change "
-            "-5.0 %; benchmarks: English Δ -0.0200 (95.5 % of the reference's English score); Korean Δ +0.1000.") in md
+    # no published MC2
+    assert "| KoBLLa + ChatVec. | 0.5000 ± 0.017 (n=817) " in md and "| -0.0200 | +0.0700 | — |" in md
+    assert ("- **KoBLLa** vs Llama-3: held-out: Korean bpb gain +25.0 %; English bpb change +10.0 %; "
+            "Korean chat NLL change -5.0 %; benchmarks: English Δ -0.0200 (95.5 % of the reference's English score); "
+            "Korean Δ +0.1000.") in md
     assert "- **KoBLLa-Inst.** vs Llama-3-Inst.: held-out: Korean bpb gain +30.0 %" in md
     assert "| KoBLLa-Inst. | 2.8000 (n=1) -30.0 % | 2.1000 (n=6) +5.0 % | 0.8000 (n=8) -20.0 % |" in md
     assert "| Llama-3 | 4.0000 (n=1) (ref) |" in md
@@ -108,8 +110,9 @@ def test_report_stage(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "5 models x 3 tasks" in out.stdout and "KoBLLa-Inst.: English Δ +0.0100" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "stages.report", "--metrics-dir", str(tmp_path / "none"), "--out", str(tmp_path / "y.md"),
-         "--plot", str(tmp_path / "y.png")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "stages.report", "--metrics-dir", str(tmp_path / "none"),
+         "--out", str(tmp_path / "y.md"), "--plot", str(tmp_path / "y.png")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "missing" in bad.stderr and not (tmp_path / "y.md").exists()
 

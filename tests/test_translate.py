@@ -97,7 +97,8 @@ def test_check_translation_reasons():
     src = "How do I sort a list of numbers in Python without changing the original list?"
     good = "파이썬에서 원래 리스트는 바꾸지 않고 숫자 리스트를 정렬하려면 어떻게 해?"
     assert check_translation(src, good, "banmal", limits) == []
-    assert "wrong_register" in check_translation(src, "원래 리스트를 바꾸지 않고 정렬하는 방법은 무엇입니까?", "banmal", limits)
+    formal = "원래 리스트를 바꾸지 않고 정렬하는 방법은 무엇입니까?"
+    assert "wrong_register" in check_translation(src, formal, "banmal", limits)
     assert "wrong_language" in check_translation(src, src, "banmal", limits)
     assert "copied_source" in check_translation(src, src, "banmal", limits)
     assert "too_long" in check_translation(src, "정렬하려면 sorted 함수를 쓰면 돼. " * 20, "banmal", limits)

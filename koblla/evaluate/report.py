@@ -234,7 +234,8 @@ def render_markdown(summary: dict, scores: dict[str, dict[str, float]]) -> str:
             continue
         r, ref = rows[m.key], rows[m.reference]
         en, ko = r["delta"]["en"], r["delta"]["ko"]
-        kept = f" ({100 * r['en'] / ref['en']:.1f} % of the reference's English score)" if en is not None and ref["en"] else ""
+        kept = (f" ({100 * r['en'] / ref['en']:.1f} % of the reference's English score)"
+                if en is not None and ref["en"] else "")
         glance = _glance(r)
         w(f"- **{m.label}** vs {LABELS[m.reference]}: " + (f"held-out: {glance}; benchmarks: " if glance else "")
           + f"English Δ {_f(en, True)}{kept}; Korean Δ {_f(ko, True)}.\n")

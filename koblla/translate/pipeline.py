@@ -100,7 +100,7 @@ def translate_conversations(
     flagged = backend.run(misses, accept) if misses else {}
     out: list[Translated] = []
     rechecked: dict[str, list[str]] = {}  # key -> reasons; memory entries pass the current gate once per key
-    for conv, turns in zip(convs, layout):
+    for conv, turns in zip(convs, layout, strict=True):
         tr = Translated(conv, [])
         for i, pieces in enumerate(turns):
             parts, reasons = [], []

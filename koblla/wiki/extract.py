@@ -79,7 +79,8 @@ def _stream_task(stream: Stream) -> tuple[BatchResult, int]:
     result = process_pages(pages, _CFG)
     expected = stream.page_ids.tolist()
     if result.page_ids != expected:
-        got = next((g for g, w in zip(result.page_ids, expected) if g != w), None)
+        # shorter wins: None when one id list is a prefix of the other
+        got = next((g for g, w in zip(result.page_ids, expected, strict=False) if g != w), None)
         raise InputError(
             f"{_DUMP}: the stream at offset {stream.offset} holds {len(result.page_ids)} pages (ids "
             f"{result.page_ids[:3]}...) but the index lists {len(expected)} (ids {expected[:3]}...)"
