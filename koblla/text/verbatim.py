@@ -160,10 +160,6 @@ def mask_with(text: str, spans: list[str]) -> str:
     return text
 
 
-def count_code_blocks(text: str) -> int:
-    return len(FENCE_RE.findall(text))
-
-
 def strip_verbatim(text: str) -> str:
     """Text with code, URLs and LaTeX removed: what language/register/length checks look at."""
     return PLACEHOLDER_RE.sub(" ", mask(text).text)
