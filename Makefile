@@ -11,10 +11,13 @@ setup:
 repro: setup
 	$(RUN) dvc repro
 
+# Lint first (config: pyproject.toml [tool.ruff]), so CI (`.ci/run` -> `make test`) fails on a finding too.
 test: setup
+	$(RUN) ruff check .
 	$(RUN) pytest -m "slow or not slow"
 
 test-fast: setup
+	$(RUN) ruff check .
 	$(RUN) pytest -m "not slow"
 
 .PHONY: exps

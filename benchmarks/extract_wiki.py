@@ -44,7 +44,8 @@ LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]|<ref|\{\||\|-|__[A-Z]+__")
 EN_TAIL = ["References", "See also", "External links", "Further reading", "Notes", "Bibliography", "Sources",
            "Notes and references", "Footnotes", "Citations"]
 
-SEED_SCRIPT = '''"""The seed's approach: whole XML through xmltodict, wikitextparser per article, one file per article."""
+SEED_SCRIPT = '''"""The seed's approach: whole XML through xmltodict, wikitextparser per article,
+one file per article."""
 import bz2, os, sys
 import wikitextparser as wtp
 import xmltodict
@@ -85,7 +86,8 @@ def make_inputs() -> dict[str, Path]:
             subprocess.run([sys.executable, str(MAKE_DUMP), str(SRC), str(tmp), str(copies)]
                            + (["--multistream"] if multi else []), check=True)
             if multi:
-                os.replace(str(tmp).replace(".xml.bz2", "-index.txt.bz2"), str(dst).replace(".xml.bz2", "-index.txt.bz2"))
+                index = "-index.txt.bz2"
+                os.replace(str(tmp).replace(".xml.bz2", index), str(dst).replace(".xml.bz2", index))
             os.replace(tmp, dst)
     return {k: v[0] for k, v in want.items()}
 
@@ -188,11 +190,13 @@ def main() -> None:
     single_wall, single_rss, single_cpu = ours(inputs["single"], runs / "ours_single", None)
     log(f"  {single_wall:.1f} s, {single_rss:.0f} MB, CPU {single_cpu} s")
     log("wikiextractor --json --processes 2 on the multistream file")
-    we_wall, we_rss, we_cpu = measure([str(py), "-m", "wikiextractor.WikiExtractor", "--json", "--processes", str(WORKERS),
-                               "-o", str(runs / "wikiextractor"), str(inputs["multi"])])
+    we_wall, we_rss, we_cpu = measure([str(py), "-m", "wikiextractor.WikiExtractor", "--json",
+                                       "--processes", str(WORKERS), "-o", str(runs / "wikiextractor"),
+                                       str(inputs["multi"])])
     log(f"  {we_wall:.1f} s, {we_rss:.0f} MB, CPU {we_cpu} s")
     log("seed approach (xmltodict + wikitextparser, one process)")
-    seed_wall, seed_rss, seed_cpu = measure([str(py), str(BENCH / "seed_extract.py"), str(inputs["single"]), str(runs / "seed")])
+    seed_wall, seed_rss, seed_cpu = measure([str(py), str(BENCH / "seed_extract.py"), str(inputs["single"]),
+                                             str(runs / "seed")])
     log(f"  {seed_wall:.1f} s, {seed_rss:.0f} MB, CPU {seed_cpu} s")
     log("ours: 4x input (multistream), 2 workers")
     wall_4x, rss_4x, cpu_4x = ours(inputs["multi4x"], runs / "ours_4x", index(inputs["multi4x"]))

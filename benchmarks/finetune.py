@@ -121,7 +121,8 @@ def packing(base: Path, data_dir: Path, seq: int) -> dict:
         "torchtune_text_completion_packed": {"packs": len(stock),
                                              "packing_efficiency": round(r_stock / (len(stock) * seq), 5),
                                              "corpus_share_trained": round(r_stock / corpus, 5)},
-        "unpacked_padded": {"padding_efficiency": round(sum(map(sum, batches)) / sum(BATCH * max(b) for b in batches), 5),
+        "unpacked_padded": {"padding_efficiency": round(sum(map(sum, batches))
+                                                        / sum(BATCH * max(b) for b in batches), 5),
                             "corpus_share_trained": round(sum(lens) / corpus, 5)},
     }
 
@@ -141,7 +142,8 @@ def run_stage(base: Path, data_dir: Path) -> dict:
                           adapter_out=out / "adapter", metrics_path=out / "metrics.json", live_dir=out / "dvclive",
                           config=REPO / "configs" / "finetune_base.yaml", scratch_root=out / "scratch")
     recs = read_steps(out / "dvclive")
-    return {"wall_seconds": round(time.time() - t, 1), "tokens_per_second": step_tps([r["tokens_per_second"] for r in recs]),
+    return {"wall_seconds": round(time.time() - t, 1),
+            "tokens_per_second": step_tps([r["tokens_per_second"] for r in recs]),
             "stage_metric_tokens_per_second": m["tokens_per_second"], "steps": m["steps"]}
 
 

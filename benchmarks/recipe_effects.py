@@ -7,7 +7,8 @@ runs `dvc repro` first (the venv's dvc; a few minutes on 2 cores). Prints the fi
   ko_bpb_gain_koblla_vs_llama3       relative drop of Korean bits/byte after CPT: (llama3 - koblla) / llama3
   en_bpb_change_koblla_vs_llama3     relative change of English bits/byte after CPT (positive = forgetting)
   chat_nll_gain_chatvec_vs_koblla    fraction of the base -> instruct English chat-NLL gap (llama3 - llama3_inst)
-                                     that the chat vector recovers on KoBLLa: (koblla - chatvec) / (llama3 - llama3_inst)
+                                     that the chat vector recovers on KoBLLa:
+                                     (koblla - chatvec) / (llama3 - llama3_inst)
   chat_nll_ko_gain_inst_vs_chatvec   relative drop of Korean chat NLL from the chat-vector model to KoBLLa-Inst.
 plus the raw values. Lower is better for every loss; a gain is positive when the later model is better.
 """

@@ -113,7 +113,7 @@ def throughput(srv: FakeLLMServer, metrics: dict) -> dict:
         first_try.setdefault(text, t)
     steady_end = max(first_try.values())
     done = sum(t <= steady_end for t, mode in srv.completions if mode != "timeout")
-    hung = [t for (t, _), mode in zip(srv.arrivals, srv.modes) if mode == "timeout"]
+    hung = [t for (t, _), mode in zip(srv.arrivals, srv.modes, strict=True) if mode == "timeout"]
     done += sum(t + CLIENT_TIMEOUT_S <= steady_end for t in hung)
     return {
         "backend_seconds": round(seconds, 2),
@@ -208,7 +208,8 @@ def quality_gate(result: dict) -> None:
     rej_a = sum(run_a["rejected_attempts_by_reason"].values())
     result.update(
         faulty_replies_sent=sum(faulty_sent.values()), faulty_replies_by_class=dict(sorted(faulty_sent.items())),
-        faulty_replies_accepted=len(accepted_faulty), faulty_rejections_by_reason=metrics["rejected_attempts_by_reason"],
+        faulty_replies_accepted=len(accepted_faulty),
+        faulty_rejections_by_reason=metrics["rejected_attempts_by_reason"],
         clean_reference_rejected=ref_rej, clean_reference_total=ref_total, clean_reference_reasons=ref_reasons,
         clean_run1_rejected=rej_a, clean_run1_total=ok_a,
         clean_replies_rejected=round((ref_rej + rej_a) / (ref_total + ok_a), 4),

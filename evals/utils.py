@@ -98,5 +98,5 @@ def process_results_chat_nll(doc, results):
 
 def nll_per_byte(items):
     """Summed NLL (nats) over summed reply bytes: long replies weigh more, as in bits_per_byte."""
-    nll, n_bytes = zip(*items)
+    nll, n_bytes = zip(*items, strict=True)
     return sum(nll) / sum(n_bytes)

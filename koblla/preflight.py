@@ -73,7 +73,8 @@ def _path_params(sections: dict[str, Section]) -> Iterable[tuple[str, str, str]]
         yield "evaluate.generation.prompts", ev.generation.prompts, "file"
 
 
-def check_params(params: str | os.PathLike = DEFAULT_PARAMS, dvc_yaml: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:
+def check_params(params: str | os.PathLike = DEFAULT_PARAMS,
+                 dvc_yaml: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:
     """Validate every section and every input path; raise ParamsError naming each bad param (all of them)."""
     sections = validate_all(params)
     outs = _declared_outputs(Path(dvc_yaml))

@@ -1,6 +1,7 @@
 """Add the chat vector (instruct - base) to the Korean-trained model: the init for instruction tuning.
 
-python -m stages.chat_vector --korean models/koblla-base --base models/meta/Meta-Llama-3-8B --instruct models/meta/Meta-Llama-3-8B-Instruct --out models/koblla-chatvec --metrics metrics/chat_vector.json
+python -m stages.chat_vector --korean models/koblla-base --base models/meta/Meta-Llama-3-8B \\
+    --instruct models/meta/Meta-Llama-3-8B-Instruct --out models/koblla-chatvec --metrics metrics/chat_vector.json
 
 out = korean + ratio * (instruct - base), tensor by tensor, computed in float64 and rounded once to the models'
 dtype (bf16, fp16 or fp32), streamed block by block (peak RSS well under 1 GB for any model size). Reads

@@ -32,8 +32,8 @@ def main(argv=None):
 
     from koblla.evaluate import run_evaluate
 
-    metrics = run_evaluate(a.name, a.model_dir, a.kind, params, a.evals_dir or params.evals_dir, a.metrics, a.generations, seed=seed,
-                           raw_results_dir="scratch/evaluate")
+    metrics = run_evaluate(a.name, a.model_dir, a.kind, params, a.evals_dir or params.evals_dir, a.metrics,
+                           a.generations, seed=seed, raw_results_dir="scratch/evaluate")
     scores = {k: v for k, v in metrics.items() if not k.endswith(("/version", "/n")) and "stderr" not in k}
     print(f"{a.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if not k.startswith("generations/")))
     print(f"{a.name}: {int(metrics['generations/n'])} generations, "

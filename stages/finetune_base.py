@@ -1,10 +1,13 @@
 """Korean continued pretraining of Llama 3 with LoRA (torchtune), driven by params.yaml's finetune_base section.
 
-python -m stages.finetune_base --model-dir models/meta/Meta-Llama-3-8B --data-dir data/kowiki --out models/koblla-base --adapter-out models/koblla-base-adapter --metrics metrics/finetune_base.json --live-dir dvclive/finetune_base
+python -m stages.finetune_base --model-dir models/meta/Meta-Llama-3-8B --data-dir data/kowiki \\
+    --out models/koblla-base --adapter-out models/koblla-base-adapter --metrics metrics/finetune_base.json \\
+    --live-dir dvclive/finetune_base
 
-Runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/finetune_base.yaml key=value...` (or
-`tune run --nproc_per_node N koblla/finetune/tune_recipes/lora_finetune_distributed.py ...` when nproc_per_node * nnodes > 1) with params.yaml
-merged in as overrides, text completion over <data-dir>/train.csv (packed), in scratch/finetune_base/<hash>/.
+Runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config configs/finetune_base.yaml
+key=value...` (or `tune run --nproc_per_node N koblla/finetune/tune_recipes/lora_finetune_distributed.py ...` when
+nproc_per_node * nnodes > 1) with params.yaml merged in as overrides, text completion over <data-dir>/train.csv
+(packed), in scratch/finetune_base/<hash>/.
 A rerun after a crash resumes from the last finished epoch. Publishes the merged HF model (--out), the PEFT
 adapter (--adapter-out), per-step curves (--live-dir, for `dvc plots show`, plus loss.png) and final metrics
 with held-out loss on <data-dir>/dev.csv and an English text. Example experiment:

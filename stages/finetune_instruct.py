@@ -1,13 +1,16 @@
 """Chat SFT with LoRA (torchtune) on the LIMA-ko mix, from the chat-vector model, driven by params.yaml.
 
-python -m stages.finetune_instruct --model-dir models/koblla-chatvec --data-dir data/lima_ko --out models/koblla-instruct --adapter-out models/koblla-instruct-adapter --metrics metrics/finetune_instruct.json --live-dir dvclive/finetune_instruct
+python -m stages.finetune_instruct --model-dir models/koblla-chatvec --data-dir data/lima_ko \\
+    --out models/koblla-instruct --adapter-out models/koblla-instruct-adapter \\
+    --metrics metrics/finetune_instruct.json --live-dir dvclive/finetune_instruct
 
 Runs `tune run koblla/finetune/tune_recipes/lora_finetune_single_device.py --config <finished config>` (or
 lora_finetune_distributed under torchrun when nproc_per_node * nnodes > 1): configs/finetune_instruct.yaml with its
 ??? keys filled from the finetune_instruct section of params.yaml. Data: a weighted mix
 (finetune_instruct.datasets) of <data-dir>/{kolima,bilima_en_ko,bilima_ko_en,lima_en}.jsonl (openai-style
-`messages`; lima_en = the English LIMA source, unchanged), Llama 3 chat template, loss on assistant tokens only. A rerun after a crash resumes from the last
-finished epoch. Publishes the merged HF model, the PEFT adapter, curves and metrics. Example experiment:
+`messages`; lima_en = the English LIMA source, unchanged), Llama 3 chat template, loss on assistant tokens only.
+A rerun after a crash resumes from the last finished epoch. Publishes the merged HF model, the PEFT adapter,
+curves and metrics. Example experiment:
   dvc exp run -S finetune_instruct.datasets.kolima=2.0 -S finetune_instruct.datasets.lima_en=0
 """
 import sys

@@ -1,6 +1,8 @@
 """Build the embedded default's Korean Wikipedia dump: a small multistream .xml.bz2 plus its index.
 
-python -m stages.make_sample_dump --src assets/kowiki_sample --out data/raw/kowiki-sample-pages-articles-multistream.xml.bz2 --index data/raw/kowiki-sample-pages-articles-multistream-index.txt.bz2
+python -m stages.make_sample_dump --src assets/kowiki_sample \\
+    --out data/raw/kowiki-sample-pages-articles-multistream.xml.bz2 \\
+    --index data/raw/kowiki-sample-pages-articles-multistream-index.txt.bz2
 
 The hand-written export in assets/kowiki_sample/ (real MediaWiki export format: siteinfo, namespaces, redirects,
 templates, refs, tables...) is laid out like Wikimedia's kowiki-*-pages-articles-multistream.xml.bz2, with

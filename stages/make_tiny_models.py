@@ -1,6 +1,7 @@
 """Build tiny Llama-3-architecture stand-ins for Meta-Llama-3-8B and -Instruct (embedded default only).
 
-python -m stages.make_tiny_models --base-out models/meta/Meta-Llama-3-8B --instruct-out models/meta/Meta-Llama-3-8B-Instruct
+python -m stages.make_tiny_models --base-out models/meta/Meta-Llama-3-8B \\
+    --instruct-out models/meta/Meta-Llama-3-8B-Instruct
 
 Trains a real byte-level BPE (Llama 3 format, specials at 128000-128255) on assets/tiny/*.txt, writes a seeded
 random base model and an instruct model chat-trained for `tiny_models.instruct_steps` steps on

@@ -54,5 +54,5 @@ def build_tiny_in_subprocess(root: Path, seed: int = 42) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
-    """(base_dir, instruct_dir): tiny Llama-3 checkpoints in the exact `tune download` layout, built once per session."""
+    """(base_dir, instruct_dir): tiny Llama-3 checkpoints in the exact `tune download` layout, built once a session."""
     return build_tiny_in_subprocess(tmp_path_factory.mktemp("tiny_models"))

@@ -27,7 +27,8 @@ def pipeline_env() -> dict[str, str]:
 
 def run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     out = subprocess.run(cmd, cwd=cwd, env=pipeline_env(), capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed in {cwd} ({out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
+    assert out.returncode == 0, (f"{' '.join(cmd)} failed in {cwd} ({out.returncode}):\n"
+                                 f"{out.stdout[-6000:]}\n{out.stderr[-6000:]}")
     return out
 
 

@@ -300,7 +300,8 @@ def test_flatten_results_gives_plain_floats():
 
     results = {
         "results": {
-            "truthfulqa_mc2": {"alias": "truthfulqa_mc2", "acc,none": np.float64(0.41), "acc_stderr,none": np.float64(0.02)},
+            "truthfulqa_mc2": {"alias": "truthfulqa_mc2", "acc,none": np.float64(0.41),
+                               "acc_stderr,none": np.float64(0.02)},
             "kobest_copa": {"acc,none": 0.6, "acc_stderr,none": "N/A", "f1,none": np.float32(0.55),
                             "exact_match,strict-match": 1},
             "other": {"acc,none": 0.1},

@@ -16,7 +16,8 @@ CHATS = [[{"role": "user", "content": "Why is the sky blue?"},
           {"role": "assistant", "content": "Air scatters blue light more than red light."},
           {"role": "user", "content": "And sunsets?"},
           {"role": "assistant", "content": "At sunset the light crosses more air, so red is left."}],
-         [{"role": "user", "content": "하늘은 왜 파래?"}, {"role": "assistant", "content": "공기가 파란 빛을 더 많이 흩뜨리기 때문입니다."}]]
+         [{"role": "user", "content": "하늘은 왜 파래?"},
+          {"role": "assistant", "content": "공기가 파란 빛을 더 많이 흩뜨리기 때문입니다."}]]
 
 
 @pytest.fixture(scope="module")

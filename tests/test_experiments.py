@@ -27,8 +27,8 @@ def _apply(tmp_path, *overrides: str) -> tuple[str, str]:
 
 
 def _changed_lines(before: str, after: str) -> list[str]:
-    return [l for l in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
-            if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
 
 
 def test_params_yaml_is_a_fixed_point_of_format_params(tmp_path):
@@ -81,5 +81,5 @@ def test_readme_sweep_queues_two_and_leaves_the_workspace_clean(tmp_path):
     lines = t.stdout.splitlines()
     assert "chat_vector.ratio" in lines[0] and max(map(len, lines)) <= 150, t.stdout
     col = lines[0].index("chat_vector.ratio")
-    assert sorted(l[col:].split()[0] for l in lines[1:] if " queued " in l) == ["0.5", "1"], t.stdout
+    assert sorted(row[col:].split()[0] for row in lines[1:] if " queued " in row) == ["0.5", "1"], t.stdout
     dvc("queue", "remove", "--all", cwd=repo)

@@ -174,7 +174,8 @@ def test_stage_entry_point(sample, tmp_path):
     p = tmp_path / "params.yaml"
     text = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
     text = text.replace("dump: data/raw/kowiki-sample-pages-articles-multistream.xml.bz2", f"dump: {sample['dump']}")
-    text = text.replace("index: data/raw/kowiki-sample-pages-articles-multistream-index.txt.bz2", f"index: {sample['index']}")
+    text = text.replace("index: data/raw/kowiki-sample-pages-articles-multistream-index.txt.bz2",
+                        f"index: {sample['index']}")
     p.write_text(text, encoding="utf-8")
     out = subprocess.run([sys.executable, "-m", "stages.extract_wiki", "--params", str(p), "--out-dir",
                           str(tmp_path / "o"), "--metrics", str(tmp_path / "m.json")],
@@ -184,7 +185,8 @@ def test_stage_entry_point(sample, tmp_path):
     assert csv_bytes(tmp_path / "o") == csv_bytes(sample["out"])
     # Run-dependent figures (time, throughput, core count) go beside the metrics file, never into it.
     assert not {"seconds", "mb_per_s", "workers"} & set(json.loads((tmp_path / "m.json").read_text(encoding="utf-8")))
-    assert {"seconds", "mb_per_s", "workers"} <= set(json.loads((tmp_path / "m.timings.json").read_text(encoding="utf-8")))
+    timings = json.loads((tmp_path / "m.timings.json").read_text(encoding="utf-8"))
+    assert {"seconds", "mb_per_s", "workers"} <= set(timings)
     p.write_text(text.replace(str(sample["dump"]), str(tmp_path / "gone.xml.bz2")), encoding="utf-8")
     out = subprocess.run([sys.executable, "-m", "stages.extract_wiki", "--params", str(p), "--out-dir",
                           str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json")],

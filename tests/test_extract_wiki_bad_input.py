@@ -116,7 +116,8 @@ def test_parser_exception_is_a_counted_skip_naming_the_page(tmp_path, monkeypatc
     m = run(dump, index, tmp_path / "out", workers=1)
     assert m["parse_errors"] == 1 and m["pages_kept"] == 27
     assert len(m["parse_error_pages"]) == 1
-    assert m["parse_error_pages"][0].startswith("page id 1122: ParserError: ") and "token stack" in m["parse_error_pages"][0]
+    first = m["parse_error_pages"][0]
+    assert first.startswith("page id 1122: ParserError: ") and "token stack" in first
     assert "page id 1122" in caplog.text
 
 

@@ -377,7 +377,7 @@ def test_lima_mix_masks_everything_but_assistant(tmp_path, tiny_tokenizer):
     assert len(ds) == 8 + 4
     sample = ds[0]
     tokens, labels = sample["tokens"], sample["labels"]
-    trained = tiny_tokenizer.decode([t for t, l in zip(tokens, labels) if l != -100])
+    trained = tiny_tokenizer.decode([t for t, lab in zip(tokens, labels, strict=True) if lab != -100])
     assert "서울입니다" in trained and "수도는 어디" not in trained and "시스템" not in trained
     assert "시스템 프롬프트" in tiny_tokenizer.decode(tokens, skip_special_tokens=False)
 
@@ -393,8 +393,10 @@ def test_lima_en_is_weighted_like_the_other_sets(tmp_path, tiny_tokenizer):
         p = section_params("finetune_instruct", datasets={**{k: 1.0 for k in INSTRUCT_SETS}, "lima_en": w})
         assert ("lima_en" in checks.check_chat_sets(d, p)) == (w > 0)
         ds = lima_mix_dataset(tiny_tokenizer, data_dir=str(d), weights=p.datasets, seed=1)
-        trained = [tiny_tokenizer.decode([t for t, l in zip(s["tokens"], s["labels"]) if l != -100]) for s in ds]
-        english_chats = sum("What is" in tiny_tokenizer.decode(s["tokens"]) and "Seoul" in a for s, a in zip(ds, trained))
+        trained = [tiny_tokenizer.decode([t for t, lab in zip(s["tokens"], s["labels"], strict=True) if lab != -100])
+                   for s in ds]
+        english_chats = sum("What is" in tiny_tokenizer.decode(s["tokens"]) and "Seoul" in a
+                            for s, a in zip(ds, trained, strict=True))
         assert len(ds) == n and english_chats == n - 24, w  # lima_en's chats: English question, English answer
     (d / "lima_en.jsonl").unlink()
     off = section_params("finetune_instruct", datasets={"kolima": 1.0, "bilima_en_ko": 0.0, "bilima_ko_en": 0.0,

@@ -37,14 +37,16 @@ def test_recipe_changes_from_upstream_are_marked(name):
     assert any("tune cp " + name in h for h in header)
     assert all("# KoBLLa:" in c for c in changes), f"unmarked changes: {[c for c in changes if 'KoBLLa' not in c]}"
     # one line replaced per fix, nothing else removed
-    assert len([line for line in difflib.ndiff(theirs, ours) if line.startswith("- ")]) == (2 if "single" in name else 0)
+    removed = [line for line in difflib.ndiff(theirs, ours) if line.startswith("- ")]
+    assert len(removed) == (2 if "single" in name else 0)
 
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_copy_imports(name):
     """`tune run FILE` executes the file as __main__: it must import with torchtune 0.6.1 and expose recipe_main."""
-    code = (f"import importlib.util as u; s = u.spec_from_file_location('r', {str(REPO / 'koblla/finetune/tune_recipes')!r}"
-            f" + '/{name}.py'); m = u.module_from_spec(s); s.loader.exec_module(m); print(callable(m.recipe_main))")
+    code = (f"import importlib.util as u; "
+            f"s = u.spec_from_file_location('r', {str(REPO / 'koblla/finetune/tune_recipes')!r} + '/{name}.py'); "
+            f"m = u.module_from_spec(s); s.loader.exec_module(m); print(callable(m.recipe_main))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-3000:]
 
@@ -125,7 +127,7 @@ def _assert_same(a, b, where=""):
             _assert_same(a[k], b[k], f"{where}.{k}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"

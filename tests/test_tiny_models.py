@@ -81,7 +81,7 @@ def _agree(hf, tt, texts):
 
 
 def test_layout_matches_tune_download(tiny_checkpoints):
-    for root, instruct in zip(tiny_checkpoints, (False, True)):
+    for root, instruct in zip(tiny_checkpoints, (False, True), strict=True):
         missing = [f for f in LAYOUT if not (root / f).is_file()]
         assert not missing, f"{root} lacks {missing}"
         cfg = json.loads((root / "config.json").read_text())
@@ -226,7 +226,8 @@ def test_chat_format_agrees_with_torchtune(tokenizers):
         assert theirs == ours + [128001]
         prompt = hf.apply_chat_template(msgs[:-1], tokenize=True, add_generation_prompt=True, return_dict=False)
         tt_prompt, _ = tt.tokenize_messages(
-            [Message(role=m["role"], content=m["content"]) for m in msgs[:-1]] + [Message(role="assistant", content="")],
+            [Message(role=m["role"], content=m["content"]) for m in msgs[:-1]]
+            + [Message(role="assistant", content="")],
             add_end_tokens=False,
         )
         assert tt_prompt == prompt
@@ -236,7 +237,7 @@ def test_instruct_differs_from_base_by_training(tiny_checkpoints, tokenizers):
     from safetensors.torch import load_file
 
     base, instruct = ({} for _ in range(2))
-    for sd, root in zip((base, instruct), tiny_checkpoints):
+    for sd, root in zip((base, instruct), tiny_checkpoints, strict=True):
         for shard in SHARDS:
             sd.update(load_file(root / shard))
     assert base.keys() == instruct.keys()
@@ -344,7 +345,8 @@ def test_stage_help(repo_root):
 @pytest.mark.slow
 def test_stage_runs(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"common": {"seed": 3}, "tiny_models": {"instruct_steps": 2, "pretrain_steps": 2}}))
+    params.write_text(yaml.safe_dump({"common": {"seed": 3},
+                                      "tiny_models": {"instruct_steps": 2, "pretrain_steps": 2}}))
     out = run_make_tiny_models(params, tmp_path / "b", tmp_path / "i")
     assert out.returncode == 0, out.stderr
     assert "vocab size 128256" in out.stdout and "2 steps" in out.stdout

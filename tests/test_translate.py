@@ -11,7 +11,7 @@ from params_helpers import section_params
 
 from koblla.errors import InputError, KoBLLaError
 from koblla.text.register import classify_formality, count_registers, register_ok
-from koblla.text.verbatim import PlaceholderError, count_code_blocks, mask, restore
+from koblla.text.verbatim import FENCE_RE, PlaceholderError, mask, restore
 from koblla.translate import run_translate
 from koblla.translate.inputs import read_conversations
 from koblla.translate.memory import TranslationMemory, memory_key
@@ -52,7 +52,7 @@ def test_split_message_is_lossless_and_respects_code_blocks():
     assert "".join(c + s for c, s in chunks) == text
     assert len(chunks) > 2
     assert any(c.strip() == code for c, _ in chunks), "a code block is never cut"
-    assert all(count_code_blocks(c) in (0, 1) for c, _ in chunks)
+    assert all(len(FENCE_RE.findall(c)) in (0, 1) for c, _ in chunks)
     assert split_message("short", 150) == [("short", "")]
 
 
@@ -97,7 +97,8 @@ def test_check_translation_reasons():
     src = "How do I sort a list of numbers in Python without changing the original list?"
     good = "파이썬에서 원래 리스트는 바꾸지 않고 숫자 리스트를 정렬하려면 어떻게 해?"
     assert check_translation(src, good, "banmal", limits) == []
-    assert "wrong_register" in check_translation(src, "원래 리스트를 바꾸지 않고 정렬하는 방법은 무엇입니까?", "banmal", limits)
+    formal = "원래 리스트를 바꾸지 않고 정렬하는 방법은 무엇입니까?"
+    assert "wrong_register" in check_translation(src, formal, "banmal", limits)
     assert "wrong_language" in check_translation(src, src, "banmal", limits)
     assert "copied_source" in check_translation(src, src, "banmal", limits)
     assert "too_long" in check_translation(src, "정렬하려면 sorted 함수를 쓰면 돼. " * 20, "banmal", limits)

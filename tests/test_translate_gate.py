@@ -198,9 +198,11 @@ def test_a_memory_entry_from_a_laxer_gate_is_flagged_not_written(tmp_path):
     inp.write_text(json.dumps({"conversations": [src, "Start with the official tutorial."]}) + "\n")
     tm = TranslationMemory(tmp_path / "tm")
     tm.put(src, "ko", "banmal", "v1", p.model, "다음은 번역입니다: 고마워! 더 읽을 만한 데가 어디야?", "openai")
-    tm.put("Start with the official tutorial.", "ko", "hapsyo", "v1", p.model, "공식 튜토리얼부터 시작하십시오.", "openai")
+    tm.put("Start with the official tutorial.", "ko", "hapsyo", "v1", p.model, "공식 튜토리얼부터 시작하십시오.",
+           "openai")
     tm.close()
-    m = run_translate(section_params("translate", seed_memory=[], input=str(inp)), tmp_path / "o", tmp_path / "tm", None)
+    m = run_translate(section_params("translate", seed_memory=[], input=str(inp)), tmp_path / "o", tmp_path / "tm",
+                      None)
     assert m["memory_entries_rejected"] == 1 and m["memory_rejected_by_reason"] == {"commentary": 1}
     assert m["items_written"] == 0 and rows(tmp_path / "o", "kolima") == []
 

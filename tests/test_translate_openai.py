@@ -212,7 +212,7 @@ def test_long_messages_are_split_translated_and_rejoined(tmp_path):
     assert m["chunks"] > m["turns"] and m["items_written"] == 4 and m["flagged_chunks"] == 0
     side = rows(tmp_path / "o", "side_by_side")
     for conv in side:
-        for en, ko in zip(conv["en"], conv["ko"]):
+        for en, ko in zip(conv["en"], conv["ko"], strict=True):
             assert en.count("```") == ko.count("```")
             for line in en.splitlines():
                 if line.startswith(("items = ", "git reset", "$$")):

@@ -54,8 +54,10 @@ def reference_translator(sample_yaml: Path = REPO_ROOT / "assets/lima/sample.yam
 
 _SENTENCES = {
     "banmal": ["이건 내가 직접 해 본 방법이야.", "그래서 결과가 어떻게 될지 궁금해.", "이 부분을 좀 더 알려 줘."],
-    "hapsyo": ["이 방법은 대부분의 경우에 잘 동작합니다.", "자세한 내용은 아래에서 설명합니다.", "먼저 설정을 확인하십시오."],
-    "haeyo": ["이 방법은 대부분의 경우에 잘 동작해요.", "자세한 내용은 아래에서 설명할게요.", "먼저 설정을 확인하세요."],
+    "hapsyo": ["이 방법은 대부분의 경우에 잘 동작합니다.", "자세한 내용은 아래에서 설명합니다.",
+               "먼저 설정을 확인하십시오."],
+    "haeyo": ["이 방법은 대부분의 경우에 잘 동작해요.", "자세한 내용은 아래에서 설명할게요.",
+              "먼저 설정을 확인하세요."],
 }
 _FILLERS = ["처음부터 차근차근", "작은 변경부터", "각 단계마다 꼼꼼하게", "기존 설정을 그대로 두고", "가능하면 천천히"]
 OPPOSITE = {"banmal": "hapsyo", "hapsyo": "banmal", "haeyo": "banmal"}
@@ -278,10 +280,10 @@ def _quiet_error(self, request, client_address):
 class FakeLLMServer:
     """with FakeLLMServer(plan=...) as srv: srv.base_url -> "http://127.0.0.1:PORT/v1"."""
 
-    def __init__(self, plan: Plan = always("ok"), translator: Translator | None = None, latency_s: float = 0.0,
+    def __init__(self, plan: Plan | None = None, translator: Translator | None = None, latency_s: float = 0.0,
                  hang_s: float = 5.0, retry_after: str = "0.05", models: list[str] | None = None,
                  valid_key: str | None = None):
-        self.plan, self.translator = plan, translator or reference_translator()
+        self.plan, self.translator = plan or always("ok"), translator or reference_translator()
         # GET /models lists `models` (None: an empty list); with `valid_key`, any other key gets Gemini's 400.
         self.models, self.valid_key = models, valid_key
         self.bodies: list[dict] = []  # every chat request body, in arrival order
@@ -403,7 +405,8 @@ class FakeLLMServer:
                 pass
 
             def _bad_key(self) -> bool:
-                return server.valid_key is not None and self.headers.get("Authorization") != f"Bearer {server.valid_key}"
+                key = server.valid_key
+                return key is not None and self.headers.get("Authorization") != f"Bearer {key}"
 
             def do_GET(self):
                 with server._lock:

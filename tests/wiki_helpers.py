@@ -27,7 +27,8 @@ def params(**overrides) -> ExtractWikiParams:
     return ExtractWikiParams.model_validate({**base, **overrides})
 
 
-def multistream(tmp: Path, xml: bytes | None = None, per_stream: int = 5, name: str = "kowiki-test") -> tuple[Path, Path]:
+def multistream(tmp: Path, xml: bytes | None = None, per_stream: int = 5,
+                name: str = "kowiki-test") -> tuple[Path, Path]:
     """Write xml (default: the sample) as a multistream dump + index under tmp; returns (dump, index)."""
     header, pages, footer = split_export(xml if xml is not None else sample_xml())
     dump = tmp / f"{name}-pages-articles-multistream.xml.bz2"

@@ -63,7 +63,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
-    lima, memory, problems = build(load_section("translate", HERE.parents[1] / "params.yaml"))  # the gate the stage runs with
+    # the gate the stage runs with
+    lima, memory, problems = build(load_section("translate", HERE.parents[1] / "params.yaml"))
     if problems:
         print("reference translations that fail validation:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1

@@ -150,7 +150,7 @@ def check_configs(ck: Checkpoint, cb: Checkpoint, ci: Checkpoint) -> None:
     for field in ARCH_FIELDS:
         values = [_field(c.config, field) for c in (ck, cb, ci)]
         if any(v is not None for v in values) and (None in values or len({float(v) for v in values}) > 1):
-            detail = ", ".join(f"{c.role}={v!r} ({c.path})" for c, v in zip((ck, cb, ci), values))
+            detail = ", ".join(f"{c.role}={v!r} ({c.path})" for c, v in zip((ck, cb, ci), values, strict=True))
             raise InputError(f"config field {field!r} differs between the models: {detail}; "
                              "a chat vector only applies across checkpoints of one architecture")
     # korean was fine-tuned from base, so they share base's eos; instruct's eos (<|eot_id|>) becomes the output's.

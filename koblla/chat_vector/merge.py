@@ -92,7 +92,7 @@ def _merge_rows(name: str, c: tuple[Checkpoint, Checkpoint, Checkpoint], r0: int
     o = buf[:k.nbytes]
     kk, dd = merge_block(k, i, b, o, ratio, t.dtype)
     if not (math.isfinite(kk) and math.isfinite(dd)):
-        for m, raw in zip(c, (k, i, b)):
+        for m, raw in zip(c, (k, i, b), strict=True):
             bad = np.flatnonzero(~np.isfinite(decode(raw, t.dtype)))
             if len(bad):
                 first = r0 * t.row_bytes // ITEMSIZE[t.dtype] + int(bad[0])

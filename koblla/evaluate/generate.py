@@ -103,7 +103,8 @@ def greedy_answer(model, tokenizer, text: str, max_new_tokens: int) -> str:
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
     with torch.no_grad():
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, max_length=None, do_sample=False, eos_token_id=stop_token_ids(model, tokenizer),
+            **enc, max_new_tokens=max_new_tokens, max_length=None, do_sample=False,
+            eos_token_id=stop_token_ids(model, tokenizer),
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         )
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -58,13 +58,15 @@ def check_model_dir(path: str | Path, kind: str = "base", param: str = "--model-
         )
     config = _read_json(path / "config.json", "config.json") if (path / "config.json").is_file() else None
     if config is None:
-        hint = " (it looks like Meta's original/ folder: point at its parent)" if (path / "params.json").is_file() else ""
+        meta = (path / "params.json").is_file()
+        hint = " (it looks like Meta's original/ folder: point at its parent)" if meta else ""
         raise ModelDirError(f"{path}: no config.json; expected a Hugging Face model folder{hint}")
     if not list(path.glob("*.safetensors")) and not list(path.glob("pytorch_model*.bin")):
         raise ModelDirError(f"{path}: no *.safetensors weights next to config.json")
     if (path / "adapter_config.json").is_file() and importlib.util.find_spec("peft") is not None:
         # transformers would load the LoRA adapter a second time on top of merged weights.
-        raise ModelDirError(f"{path}: holds adapter_config.json next to merged weights; keep adapters in their own folder")
+        raise ModelDirError(f"{path}: holds adapter_config.json next to merged weights; "
+                            "keep adapters in their own folder")
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
         raise ModelDirError(f"{path}: no tokenizer.json (copy the tokenizer files of the model it was trained from)")

@@ -38,7 +38,8 @@ def check_model(model_dir: Path, p: FinetuneParams, param: str) -> dict:
                          f"{shape['max_seq_len']} ({model_dir}/config.json): lower max_seq_len in params.yaml")
     tok_path = model_dir / "original" / "tokenizer.model"
     if not tok_path.is_file():
-        raise InputError(f"{tok_path}: missing; the init checkpoint needs original/tokenizer.model (tune download layout)")
+        raise InputError(f"{tok_path}: missing; the init checkpoint needs original/tokenizer.model "
+                         "(tune download layout)")
     top_id = max(tiktoken_max_rank(tok_path), LLAMA3_LAST_SPECIAL_ID)
     if top_id >= shape["vocab_size"]:
         raise InputError(f"tokenizer/model vocab mismatch: {tok_path} with Llama 3's special tokens uses ids up to "
@@ -84,7 +85,8 @@ def _embedding_rows(model_dir: Path) -> int | None:
         with safe_open(str(model_dir / shard), framework="pt") as f:
             return f.get_slice(name).get_shape()[0] if name in f.keys() else None
     except Exception as e:  # safetensors raises its own error types
-        raise InputError(f"{model_dir / shard}: not a readable safetensors file ({e}); re-download the checkpoint") from e
+        raise InputError(f"{model_dir / shard}: not a readable safetensors file ({e}); "
+                         "re-download the checkpoint") from e
 
 
 def _tokens_per_step(p: FinetuneParams) -> int:

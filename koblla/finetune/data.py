@@ -5,10 +5,11 @@
   first max_seq_len tokens: on real kowiki text that drops 95% of the tokens at 256 and 70% at 2048
   (benchmarks/finetune.py). Here each document is tokenized whole (BOS ... EOS) and cut into max_seq_len pieces,
   which torchtune's PackedDataset then packs; every piece keeps its own attention block and positions 0..n-1.
-- lima_mix_dataset (finetune_instruct): a weighted mix of the LIMA-ko chat sets. torchtune's `chat_dataset` reads one file and `ConcatDataset` (a list under `dataset:`)
-joins files with equal weight; neither can say "KoLIMA twice, a random half of BiLIMA en->ko", and a list whose
-length depends on params would put mix logic into the config writer. Each set is still read by torchtune's own
-`chat_dataset` (openai-style `messages`, Llama 3 chat template from the tokenizer, loss on assistant tokens only).
+- lima_mix_dataset (finetune_instruct): a weighted mix of the LIMA-ko chat sets. torchtune's `chat_dataset` reads
+  one file and `ConcatDataset` (a list under `dataset:`) joins files with equal weight; neither can say "KoLIMA
+  twice, a random half of BiLIMA en->ko", and a list whose length depends on params would put mix logic into the
+  config writer. Each set is still read by torchtune's own `chat_dataset` (openai-style `messages`, Llama 3 chat
+  template from the tokenizer, loss on assistant tokens only).
 
 """
 from __future__ import annotations

@@ -118,7 +118,7 @@ def mask(text: str) -> Masked:
 
     text = re.sub(r"⟦\d+⟧|[\x00\x01]", lambda m: keep(m.group(0)), text)
     for pat in _SPAN_PATTERNS:
-        def repl(m: re.Match) -> str:
+        def repl(m: re.Match, pat: re.Pattern = pat) -> str:
             s = m.group(0)
             if pat is _INLINE_LATEX and not _is_latex_inline(s):
                 return s
@@ -158,10 +158,6 @@ def mask_with(text: str, spans: list[str]) -> str:
     for n in sorted(range(len(spans)), key=lambda i: -len(spans[i])):
         text = text.replace(spans[n], f"⟦{n}⟧", 1)
     return text
-
-
-def count_code_blocks(text: str) -> int:
-    return len(FENCE_RE.findall(text))
 
 
 def strip_verbatim(text: str) -> str:

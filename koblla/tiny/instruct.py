@@ -48,7 +48,7 @@ def tokenize_chats(tokenizer_model: Path, chats: list[list[dict]], max_seq_len: 
     for msgs in chats:
         messages = [Message(role=m["role"], content=m["content"], masked=m["role"] != "assistant") for m in msgs]
         tokens, mask = tok.tokenize_messages(messages)
-        labels = [IGNORE if m else t for t, m in zip(tokens, mask)]
+        labels = [IGNORE if m else t for t, m in zip(tokens, mask, strict=True)]
         out.append((tokens[:-1], labels[1:]))
     return out
 
@@ -57,9 +57,9 @@ def _batch(examples: list[tuple[list, list]], pad_id: int) -> tuple[torch.Tensor
     width = max(len(t) for t, _ in examples)
     tokens = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    for i, (t, l) in enumerate(examples):
+    for i, (t, lab) in enumerate(examples):
         tokens[i, : len(t)] = torch.tensor(t)
-        labels[i, : len(l)] = torch.tensor(l)
+        labels[i, : len(lab)] = torch.tensor(lab)
     return tokens, labels
 
 

@@ -91,8 +91,7 @@ def _iter_hf(name: str, split: str):
             "HF_DATASETS_OFFLINE); or download it once and set translate.input to the local train.jsonl with "
             "input_format: lima"
         ) from None
-    for i, row in enumerate(ds, 1):
-        yield i, row
+    yield from enumerate(ds, 1)
 
 
 def read_conversations(params, on_bad: str = "error") -> tuple[list[Conversation], ReadReport]:

@@ -26,7 +26,7 @@ DATASETS = {
 
 def to_messages(en: list[str], ko: list[str], user_lang: str, assistant_lang: str, system_prompt: str) -> list[dict]:
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for i, (e, k) in enumerate(zip(en, ko)):
+    for i, (e, k) in enumerate(zip(en, ko, strict=True)):
         user = i % 2 == 0
         lang = user_lang if user else assistant_lang
         msgs.append({"role": "user" if user else "assistant", "content": k if lang == "ko" else e})

@@ -39,8 +39,8 @@ CHECKS = ("empty", "truncated", "placeholders", "code_blocks", "commentary", "wr
           "length", "sentences", "terms", "structure", "copied_source", "wrong_register")
 # reason -> check it belongs to (a check can fail for more than one reason)
 REASON_CHECK = {"too_long": "length", "too_short": "length", "too_few_sentences": "sentences",
-                "too_many_sentences": "sentences", "missing_terms": "terms", "paragraphs": "structure", "list_items": "structure",
-                "headings": "structure"}
+                "too_many_sentences": "sentences", "missing_terms": "terms", "paragraphs": "structure",
+                "list_items": "structure", "headings": "structure"}
 
 
 @dataclass(frozen=True)
@@ -203,11 +203,11 @@ def check_translation(source: str, output: str, register: str, limits: Limits, t
     pairs = [(src_plain, out_plain)]
     p_src, p_out = paragraphs(source), paragraphs(output)
     if len(p_src) == len(p_out) > 1:
-        pairs += [(strip_verbatim(a), strip_verbatim(b)) for a, b in zip(p_src, p_out)]
-    for a, b in list(zip(p_src, p_out)) if len(p_src) == len(p_out) else []:
+        pairs += [(strip_verbatim(a), strip_verbatim(b)) for a, b in zip(p_src, p_out, strict=True)]
+    for a, b in list(zip(p_src, p_out, strict=True)) if len(p_src) == len(p_out) else []:
         la, lb = a.splitlines(), b.splitlines()
         if len(la) == len(lb) > 1 and not FENCE_RE.fullmatch(a):  # list items, line by line
-            pairs += [(strip_verbatim(x), strip_verbatim(y)) for x, y in zip(la, lb)]
+            pairs += [(strip_verbatim(x), strip_verbatim(y)) for x, y in zip(la, lb, strict=True)]
     for a, b in pairs:
         s_src, s_out = count_sentences(a), count_sentences(b)
         if s_src >= 2 and s_out < limits.min_sentence_ratio * s_src and "too_few_sentences" not in reasons:

@@ -37,7 +37,7 @@ DROP_TAGS = ("ref", "references", "gallery", "math", "chem", "ce", "score", "tim
 _NOWIKI_TAG = re.compile(r"<(?:(nowiki)\b([^<>]*)|/(nowiki)\s*)>", re.I)  # raw text: no pass may touch it
 _STASHED = re.compile(r"\x00(\d+)\x00")
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_DROP_TAG = re.compile(r"<(?:(%s)\b([^<>]*)|/(%s)\s*)>" % ("|".join(DROP_TAGS), "|".join(DROP_TAGS)), re.I)
+_DROP_TAG = re.compile(rf"<(?:({'|'.join(DROP_TAGS)})\b([^<>]*)|/({'|'.join(DROP_TAGS)})\s*)>", re.I)
 _STRAY_REF = re.compile(r"</?ref\b[^<>]*>", re.I)
 _MAGIC = re.compile(r"__[A-Z가-힣]+__")
 _TEMPLATE = re.compile(r"\{\{([^{}]*)\}\}")  # innermost template: its body holds no braces
@@ -101,8 +101,8 @@ class CleanConfig:
         """Innermost templates not in the allowlist (removed by C code alone, no Python callback)."""
         def build():
             names = "|".join(_name_pattern(t) for t in sorted(self.keep_templates))
-            guard = r"(?![ \t]*(?i:%s)[ \t]*[|}])" % names if names else ""
-            return re.compile(r"\{\{%s[^{}]*\}\}" % guard)
+            guard = rf"(?![ \t]*(?i:{names})[ \t]*[|}}])" if names else ""
+            return re.compile(r"\{\{" + guard + r"[^{}]*\}\}")
         return self._cached("_drop_template", build)
 
     @property
@@ -111,7 +111,7 @@ class CleanConfig:
         pat = self.__dict__.get("_non_prose_link")
         if pat is None:
             names = "|".join(re.escape(p) for p in (*self.file_prefixes, *self.category_prefixes))
-            pat = re.compile(r"\[\[[ \t]*:?[ \t]*(?:%s)[ \t]*:(?:[^\[\]]|\[\[[^\[\]]*\]\])*\]\]" % names, re.I)
+            pat = re.compile(rf"\[\[[ \t]*:?[ \t]*(?:{names})[ \t]*:(?:[^\[\]]|\[\[[^\[\]]*\]\])*\]\]", re.I)
             object.__setattr__(self, "_non_prose_link", pat)
         return pat
 

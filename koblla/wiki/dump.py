@@ -9,7 +9,6 @@ costs one page, not the run.
 from __future__ import annotations
 
 import bz2
-import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -235,7 +234,3 @@ class SequentialReader:
 def _first_id(raw: bytes) -> str:
     m = re.search(rb"<id>\s*(\d+)\s*</id>", raw)
     return m.group(1).decode() if m else "unknown"
-
-
-def dump_size(path: str | os.PathLike) -> int:
-    return Path(path).stat().st_size

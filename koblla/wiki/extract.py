@@ -80,6 +80,7 @@ def _stream_task(stream: Stream) -> tuple[BatchResult, int]:
     result = process_pages(pages, _CFG)
     expected = stream.page_ids.tolist()
     if result.page_ids != expected:
+        # shorter wins: None when one id list is a prefix of the other
         got = next((g for g, w in zip(result.page_ids, expected, strict=False) if g != w), None)
         raise InputError(
             f"{_DUMP}: the stream at offset {stream.offset} holds {len(result.page_ids)} pages (ids "

@@ -13,6 +13,7 @@ import re
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from koblla.atomic import atomic_file
@@ -104,14 +105,13 @@ def read_index(index: str | os.PathLike, dump_size: int | None = None) -> list[S
                 if streams and offset == streams[-1].offset:
                     streams[-1].page_ids.append(pid)
                 elif streams and offset < streams[-1].offset:
-                    raise InputError(
-                        f"{index}:{lineno}: offset {offset} goes backwards (index is not sorted or corrupt)"
-                    )
+                    raise InputError(f"{index}:{lineno}: offset {offset} goes backwards "
+                                     "(index is not sorted or corrupt)")
                 else:
                     streams.append(Stream(offset, None, array("q", [pid])))
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise InputError(f"{index}: cannot read the multistream index ({e}); re-download it") from e
-    for a, b in zip(streams, streams[1:], strict=False):
+    for a, b in pairwise(streams):
         a.end = b.offset
     past = next((s for s in streams if s.offset >= dump_size), None) if dump_size is not None else None
     if past is not None:

@@ -60,7 +60,8 @@ class HFBackend(Backend):
             failed = []
             for start in range(0, len(pending), self.cfg.batch_size):
                 batch = pending[start:start + self.cfg.batch_size]
-                for job, raw in zip(batch, self._generate(torch, tok, model, device, batch, attempt, reasons_of)):
+                for job, raw in zip(batch, self._generate(torch, tok, model, device, batch, attempt, reasons_of),
+                                    strict=True):
                     text, reasons = judge(job, raw, self.limits)
                     if text is not None:
                         accept(job, text)

@@ -277,7 +277,7 @@ class OpenAIBackend(Backend):
 
     def fatal(self, resp: httpx.Response, what: str,
               after: str = "Fix these and rerun; translations so far are in the memory.") -> FatalHTTP:
-        """The stage-stopping error for a 4xx: provider message, URL, model and the key's env var NAME (never the key)."""
+        """The stage-stopping error for a 4xx: provider message, URL, model, the key's env var NAME (never the key)."""
         hint = FATAL_HINT.get(resp.status_code, "client error")
         return FatalHTTP(
             f"{what}: {resp.request.method} {resp.request.url} answered HTTP {resp.status_code}: "
