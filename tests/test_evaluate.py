@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT
-from params_helpers import params_with
+from params_helpers import params_with, section_params
 
 from koblla.errors import InputError, ParamsError
 from koblla.evaluate.params import EvaluateParams
@@ -300,7 +300,8 @@ def test_flatten_results_gives_plain_floats():
 
     results = {
         "results": {
-            "truthfulqa_mc2": {"alias": "truthfulqa_mc2", "acc,none": np.float64(0.41), "acc_stderr,none": np.float64(0.02)},
+            "truthfulqa_mc2": {"alias": "truthfulqa_mc2", "acc,none": np.float64(0.41),
+                               "acc_stderr,none": np.float64(0.02)},
             "kobest_copa": {"acc,none": 0.6, "acc_stderr,none": "N/A", "f1,none": np.float32(0.55),
                             "exact_match,strict-match": 1},
             "other": {"acc,none": 0.1},
@@ -360,7 +361,6 @@ def test_help(stage):
 
 def test_base_models_skip_writes_a_marker_record():
     from koblla.evaluate.generate import generate_samples
-    from koblla.evaluate.params import GenerationParams
-
-    recs = generate_samples(None, None, "llama3", "base", GenerationParams(base_models="skip"), "v1")
+    generation = section_params("evaluate", generation={"base_models": "skip"}).generation
+    recs = generate_samples(None, None, "llama3", "base", generation, "v1")
     assert len(recs) == 1 and "skipped" in recs[0] and recs[0]["model"] == "llama3"
