@@ -58,7 +58,8 @@ class Chat:
         prompt = self.tokenizer.apply_chat_template(self.messages, tokenize=False, add_generation_prompt=True)
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         sample = self.temperature > 0
-        kwargs = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p) if sample else dict(do_sample=False)
+        kwargs = (dict(do_sample=True, temperature=self.temperature, top_p=self.top_p) if sample
+                  else dict(do_sample=False))
         streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         with torch.no_grad():
             out = self.model.generate(

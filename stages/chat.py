@@ -3,7 +3,8 @@
 python -m stages.chat            (default: --model-dir models/koblla-instruct, the last model of the chain)
 
 Type a message and press Enter; `/reset` starts a new conversation, `/exit` (or Ctrl-D) quits. Lines piped on stdin
-are the user turns of one conversation: `echo "안녕, 너는 누구야?" | python -m stages.chat --model-dir models/koblla-instruct`.
+are the user turns of one conversation:
+  echo "안녕, 너는 누구야?" | python -m stages.chat --model-dir models/koblla-instruct
 Uses the folder's chat template, or Llama 3's when it has none (base models), so every model can be compared on the
 same conversation. Defaults come from params.yaml `evaluate.chat` (max_new_tokens, temperature, top_p,
 system_prompt) and `evaluate.device` / `evaluate.dtype`; the flags override them. Not a DVC stage.
@@ -29,7 +30,7 @@ def main(argv=None):
     params = load_section("evaluate", a.params)
     c = params.chat
 
-    from koblla.evaluate.chat import Chat
+    from koblla.chat import Chat
     from koblla.evaluate.modeldir import check_model_dir, load_model
 
     check_model_dir(a.model_dir, "base")

@@ -49,7 +49,7 @@ def test_continuation_logits_hflm_matches_hflm(tiny_base):
     got = fast._loglikelihood_tokens(reqs)
     want = _lm(HFLM, model, tok, batch_size=3)._loglikelihood_tokens(reqs)
     assert len(got) == len(want) == len(reqs)
-    for (g, g_greedy), (w, w_greedy) in zip(got, want):
+    for (g, g_greedy), (w, w_greedy) in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=1e-4, rel=1e-5) and g_greedy == w_greedy
     assert any(k is not None and k < n for n, k in kept), "no call computed fewer logits than positions"
 
@@ -109,8 +109,9 @@ def _evaluate(tmp_path, name, model_dir, kind, params):
 @pytest.mark.slow
 def test_evaluate_and_report_stages_on_tiny_models(tiny_checkpoints, tmp_path):
     base, instruct = tiny_checkpoints
-    params = params_with(tmp_path, "evaluate", tasks=["truthfulqa_mc2_local", "kobest_copa_local", "kobest_boolq_local"], limit=3,
-                     generation={"prompts": "evals/prompts/v1.jsonl", "max_new_tokens": 6, "limit": 3})
+    tasks = ["truthfulqa_mc2_local", "kobest_copa_local", "kobest_boolq_local"]
+    params = params_with(tmp_path, "evaluate", tasks=tasks, limit=3,
+                         generation={"prompts": "evals/prompts/v1.jsonl", "max_new_tokens": 6, "limit": 3})
     out = _evaluate(tmp_path, "llama3_inst", instruct, "instruct", params)
     assert "llama3_inst:" in out.stdout
     _evaluate(tmp_path, "llama3", base, "base", params)
@@ -147,7 +148,7 @@ def test_evaluate_and_report_stages_on_tiny_models(tiny_checkpoints, tmp_path):
 
 
 def test_chat_streams_an_answer(tiny_checkpoints):
-    from koblla.evaluate.chat import Chat
+    from koblla.chat import Chat
     from koblla.evaluate.modeldir import load_model
 
     model, tok = load_model(tiny_checkpoints[1])
@@ -163,7 +164,7 @@ def test_chat_streams_an_answer(tiny_checkpoints):
 
 
 def test_chat_on_a_base_model_uses_llama3_template(tiny_checkpoints):
-    from koblla.evaluate.chat import LLAMA3_CHAT_TEMPLATE, Chat
+    from koblla.chat import LLAMA3_CHAT_TEMPLATE, Chat
     from koblla.evaluate.modeldir import load_model
 
     model, tok = load_model(tiny_checkpoints[0])
