@@ -7,7 +7,8 @@ runs `dvc repro` first (the venv's dvc; a few minutes on 2 cores). Prints the fi
   ko_bpb_gain_koblla_vs_llama3       relative drop of Korean bits/byte after CPT: (llama3 - koblla) / llama3
   en_bpb_change_koblla_vs_llama3     relative change of English bits/byte after CPT (positive = forgetting)
   chat_nll_gain_chatvec_vs_koblla    fraction of the base -> instruct English chat-NLL gap (llama3 - llama3_inst)
-                                     that the chat vector recovers on KoBLLa: (koblla - chatvec) / (llama3 - llama3_inst)
+                                     that the chat vector recovers on KoBLLa:
+                                     (koblla - chatvec) / (llama3 - llama3_inst)
   chat_nll_ko_gain_inst_vs_chatvec   relative drop of Korean chat NLL from the chat-vector model to KoBLLa-Inst.
 plus the raw values. Lower is better for every loss; a gain is positive when the later model is better.
 """
@@ -20,8 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from koblla.evaluate.report import MODELS as REPORT_MODELS
+
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
+MODELS = [m.key for m in REPORT_MODELS]  # the five models of the chain, in the report's order
 KEYS = {"ko": "ko_bpb/bits_per_byte", "en": "en_bpb/bits_per_byte", "chat_en": "chat_nll_en/nll_per_byte",
         "chat_ko": "chat_nll_ko/nll_per_byte"}
 

@@ -14,6 +14,7 @@ from params_helpers import params_with, section_params
 
 from koblla.errors import InputError, ParamsError
 from koblla.evaluate.params import EvaluateParams
+from koblla.evaluate.report import MODELS
 from koblla.evaluate.samples import SCHEMAS, validate_sample_file
 from koblla.params import load_section
 
@@ -55,7 +56,7 @@ def test_dvc_yaml_lists_every_scoring_param():
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     assert {k.split(".")[1] for k in declared if k.startswith("evaluate.")} <= set(params["evaluate"])
     models = set(dvc["stages"]["evaluate"]["foreach"])
-    assert models == {"llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"}
+    assert models == {m.key for m in MODELS}, "dvc.yaml's evaluate@ models are the report's"
     deps = dvc["stages"]["report"]["deps"]
     assert {f"metrics/eval/{m}.json" for m in models} <= set(deps) and "metrics/eval" not in deps
 

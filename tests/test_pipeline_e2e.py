@@ -16,12 +16,13 @@ import pytest
 import yaml
 from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env, ran_stages, run
 
+from koblla.evaluate.report import MODELS
+
 pytestmark = pytest.mark.slow
 
-EVAL_MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
-RECIPE_STAGES = {"check_params", "extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct", "report"} | {
-    f"evaluate@{m}" for m in EVAL_MODELS
-}
+EVAL_MODELS = [m.key for m in MODELS]
+RECIPE_STAGES = {"check_params", "extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct",
+                 "report"} | {f"evaluate@{m}" for m in EVAL_MODELS}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from params_helpers import section_params, section_values
 
 from koblla.tiny import build_base_model, build_tiny_checkpoints, read_corpus
 from koblla.tiny.params import TinyModelsParams
-from koblla.tiny.tokenizer import NUM_BASE_RANKS, PAD_PREFIX, llama3_special_tokens
+from koblla.tiny.tokenizer import CHAT_TOKEN_IDS, NUM_BASE_RANKS, PAD_PREFIX, llama3_special_tokens
 
 LAYOUT = [
     "config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
@@ -247,7 +247,7 @@ def test_instruct_differs_from_base_by_training(tiny_checkpoints, tokenizers):
     emb = "model.embed_tokens.weight"
     rows_changed = (base[emb] != instruct[emb]).any(dim=1)
     # chat special tokens were trained; padding rows (never seen) are exactly the base's
-    assert rows_changed[[128006, 128007, 128009]].all()
+    assert rows_changed[list(CHAT_TOKEN_IDS)].all()
     assert not rows_changed[100000:128000].any()
 
 

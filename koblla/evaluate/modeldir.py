@@ -11,11 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from koblla.dtypes import torch_dtype
 from koblla.errors import InputError
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 class ModelDirError(InputError):
@@ -58,13 +57,15 @@ def check_model_dir(path: str | Path, kind: str = "base", param: str = "--model-
         )
     config = _read_json(path / "config.json", "config.json") if (path / "config.json").is_file() else None
     if config is None:
-        hint = " (it looks like Meta's original/ folder: point at its parent)" if (path / "params.json").is_file() else ""
+        meta = (path / "params.json").is_file()
+        hint = " (it looks like Meta's original/ folder: point at its parent)" if meta else ""
         raise ModelDirError(f"{path}: no config.json; expected a Hugging Face model folder{hint}")
     if not list(path.glob("*.safetensors")) and not list(path.glob("pytorch_model*.bin")):
         raise ModelDirError(f"{path}: no *.safetensors weights next to config.json")
     if (path / "adapter_config.json").is_file() and importlib.util.find_spec("peft") is not None:
         # transformers would load the LoRA adapter a second time on top of merged weights.
-        raise ModelDirError(f"{path}: holds adapter_config.json next to merged weights; keep adapters in their own folder")
+        raise ModelDirError(f"{path}: holds adapter_config.json next to merged weights; keep adapters in their own "
+                            "folder")
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
         raise ModelDirError(f"{path}: no tokenizer.json (copy the tokenizer files of the model it was trained from)")
@@ -97,12 +98,11 @@ def check_model_dir(path: str | Path, kind: str = "base", param: str = "--model-
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     """(model, tokenizer) from an HF folder, in eval mode on `device`; nothing is fetched from the hub."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=getattr(torch, DTYPES[dtype]), local_files_only=True
+        str(path), dtype=torch_dtype(dtype), local_files_only=True
     )
     model.to(device).eval()
     log.info("loaded %s (%.1f M parameters, %s on %s)", path, model.num_parameters() / 1e6, dtype, device)

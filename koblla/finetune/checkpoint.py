@@ -10,6 +10,11 @@ from typing import Any
 from koblla.errors import InputError
 
 
+def shard_name(number: int, count: int) -> str:
+    """HF's file name of shard `number` (from 1) of `count`: model-00001-of-00004.safetensors."""
+    return f"model-{number:05d}-of-{count:05d}.safetensors"
+
+
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     """The checkpoint's HF config.json."""
     path = model_dir / "config.json"
@@ -33,7 +38,8 @@ def hf_tensor_shapes(*, vocab_size: int, embed_dim: int, intermediate_dim: int, 
         p = f"model.layers.{i}."
         shapes.update({p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
                        p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-                       p + "mlp.gate_proj.weight": (intermediate_dim, h), p + "mlp.up_proj.weight": (intermediate_dim, h),
+                       p + "mlp.gate_proj.weight": (intermediate_dim, h),
+                       p + "mlp.up_proj.weight": (intermediate_dim, h),
                        p + "mlp.down_proj.weight": (h, intermediate_dim), p + "input_layernorm.weight": (h,),
                        p + "post_attention_layernorm.weight": (h,)})
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab_size, h)})
