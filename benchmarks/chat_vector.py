@@ -30,12 +30,15 @@ import textwrap
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".bench" / "chat_vector"  # inputs, outputs, logs
 MODELS = BENCH / "models"
 MAKE_MODELS = ROOT.parent / "shared" / "bench" / "make_models.py"
 MERGEKIT_VENV = ROOT / ".bench" / "mergekit-venv"
-SPECIAL = [128006, 128007, 128009]
+# The rows ours copies from instruct (params.yaml's, as the stage reads them); the reference copies the same.
+SPECIAL = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["chat_vector"]["special_token_ids"]
 PY = sys.executable
 REPEATS = 3  # ours and the I/O floor (a few seconds each); mergekit and the seed approach run once
 

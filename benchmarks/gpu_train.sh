@@ -59,7 +59,7 @@ import base64, csv, json, random, sys, time
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from koblla.finetune.checkpoint import LLAMA3_8B, hf_tensor_shapes
+from koblla.finetune.checkpoint import LLAMA3_8B, hf_tensor_shapes, shard_name
 
 out, smoke = Path(sys.argv[1]), sys.argv[2] == "1"
 ckpt = out / "Meta-Llama-3-8B-random"
@@ -82,7 +82,7 @@ if not (ckpt / "model.safetensors.index.json").is_file():
     g = torch.Generator(device=dev).manual_seed(0)
     wmap, total = {}, 0
     for j, keys in enumerate(plan):                             # one shard in host memory at a time
-        name = f"model-{j + 1:05d}-of-{len(plan):05d}.safetensors"
+        name = shard_name(j + 1, len(plan))
         sd = {}
         for k in keys:
             s = shapes[k]

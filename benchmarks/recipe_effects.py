@@ -21,8 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from koblla.evaluate.report import load_models
+
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
+MODELS = [m.key for m in load_models(ROOT / "dvc.yaml")]  # the models of the chain (dvc.yaml), in the report's order
 KEYS = {"ko": "ko_bpb/bits_per_byte", "en": "en_bpb/bits_per_byte", "chat_en": "chat_nll_en/nll_per_byte",
         "chat_ko": "chat_nll_ko/nll_per_byte"}
 

@@ -30,7 +30,7 @@ def main(argv=None):
     params = load_section("evaluate", a.params)
     c = params.chat
 
-    from koblla.evaluate.chat import Chat
+    from koblla.chat import Chat
     from koblla.evaluate.modeldir import check_model_dir, load_model
 
     check_model_dir(a.model_dir, "base")

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from koblla.finetune.checkpoint import hf_tensor_shapes
+from koblla.finetune.checkpoint import hf_tensor_shapes, shard_name
+from koblla.tiny.tokenizer import CHAT_TOKEN_IDS
 
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 128256, 16, 2, 4, 2, 24
-SPECIAL = [128006, 128007, 128009]
+SPECIAL = list(CHAT_TOKEN_IDS)
 
 
 def shapes(vocab: int = VOCAB, hidden: int = HIDDEN, ffn: int = FFN, layers: int = LAYERS, heads: int = HEADS,
@@ -38,7 +39,7 @@ def write_model(d: Path, sd: dict[str, torch.Tensor], eos=128001, shards: int = 
         groups = [names[j::shards] for j in range(shards)]
         weight_map = {}
         for j, g in enumerate(groups):
-            fn = f"model-{j + 1:05d}-of-{shards:05d}.safetensors"
+            fn = shard_name(j + 1, shards)
             save_file({n: sd[n].contiguous() for n in g}, d / fn, metadata={"format": "pt"})
             weight_map.update({n: fn for n in g})
         (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))

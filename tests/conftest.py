@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import koblla  # noqa: F401  (its CPU reproducibility settings must precede any torch import in this process)
 
@@ -45,7 +46,8 @@ def build_tiny_in_subprocess(root: Path, seed: int = 42) -> tuple[Path, Path]:
     earlier tests left in this process's torch/BLAS state."""
     root.mkdir(parents=True, exist_ok=True)
     params = root / "params.yaml"
-    params.write_text(f"common:\n  seed: {seed}\ntiny_models: {{}}\n", encoding="utf-8")
+    tiny = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))["tiny_models"]
+    params.write_text(yaml.safe_dump({"common": {"seed": seed}, "tiny_models": tiny}), encoding="utf-8")
     base, instruct = root / "Meta-Llama-3-8B", root / "Meta-Llama-3-8B-Instruct"
     r = run_make_tiny_models(params, base, instruct)
     assert r.returncode == 0, f"make_tiny_models failed:\n{r.stdout}\n{r.stderr}"

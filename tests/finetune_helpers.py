@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from koblla.finetune.checkpoint import shard_name
+
 REPO = Path(__file__).resolve().parents[1]
 
 KO_SENTENCES = [
@@ -77,7 +79,7 @@ def fake_model_dir(path: Path, vocab_size: int = 128256, max_pos: int = 8192, wi
               "num_key_value_heads": 2, "max_position_embeddings": max_pos, "rope_theta": 500000.0,
               "rms_norm_eps": 1e-5}
     (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    shards = [shard_name(1, 2), shard_name(2, 2)]
     index = {"metadata": {}, "weight_map": {"model.norm.weight": shards[1], "lm_head.weight": shards[0]}}
     (path / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
     for s in shards:

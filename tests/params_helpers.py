@@ -15,8 +15,9 @@ def repo_params() -> dict[str, Any]:
 
 
 def params_with(tmp_path: Path, section: str, **updates) -> Path:
+    """A copy of params.yaml in tmp_path with `updates` merged into `section` (nested dicts key by key)."""
     data = repo_params()
-    data[section].update(updates)
+    data[section] = _merged(data[section], updates)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path

@@ -13,9 +13,10 @@ from params_helpers import params_with, section_params, section_values
 from koblla.chat_vector import apply_chat_vector
 from koblla.chat_vector import merge as merge_mod
 from koblla.chat_vector.params import ChatVectorParams
+from koblla.dtypes import SHORT_TO_LONG, torch_dtype
 from koblla.errors import InputError
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {name: torch_dtype(name) for name in SHORT_TO_LONG}
 
 
 def assert_bitwise(out: dict, ref: dict) -> None:

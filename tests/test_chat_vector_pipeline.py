@@ -6,12 +6,11 @@ import shutil
 
 import pytest
 import torch
+from chat_vector_helpers import SPECIAL
 from params_helpers import section_params
 from safetensors.torch import load_file, save_file
 
 from koblla.chat_vector import apply_chat_vector
-
-SPECIAL = [128006, 128007, 128009]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from conftest import REPO_ROOT
+from params_helpers import section_params
 
 EVALS = REPO_ROOT / "evals"
 KO_DOCS = ["서울은 대한민국의 수도이며 가장 큰 도시이다. 한강이 도시 가운데를 흐른다.",
@@ -65,7 +66,6 @@ def _direct(model, tok):
 def test_measures_match_a_direct_transformers_computation(tiny_base, tmp_path, monkeypatch):
     """Also covers params evaluate.data_files: every task reads a file given there instead of its YAML's."""
     from koblla.evaluate.harness import flatten_results, run_lm_eval
-    from koblla.evaluate.params import EvaluateParams
     from koblla.evaluate.tasks import check_local_samples, make_task_manager, task_specs
 
     monkeypatch.chdir(REPO_ROOT)
@@ -77,7 +77,7 @@ def test_measures_match_a_direct_transformers_computation(tiny_base, tmp_path, m
     tasks = ["ko_bpb", "en_bpb", "chat_nll_en", "chat_nll_ko"]
     files = {"ko_bpb": str(tmp_path / "ko.csv"), "en_bpb": str(tmp_path / "en.txt"),
              "chat_nll_en": str(tmp_path / "chat_en.jsonl"), "chat_nll_ko": str(tmp_path / "chat_ko.jsonl")}
-    p = EvaluateParams(tasks=tasks, limit=None, batch_size=3, data_files=files)
+    p = section_params("evaluate", tasks=tasks, limit=None, batch_size=3, data_files=files)
     tm = make_task_manager(tasks, EVALS)
     assert check_local_samples(tm, tasks, EVALS, files) == {"ko_bpb": None, "en_bpb": None, "chat_nll_en": 2,
                                                             "chat_nll_ko": 2}
@@ -152,7 +152,6 @@ def test_stage_runs_a_user_task_over_a_new_file_like_stock_hflm(tiny_checkpoints
 
     from koblla.evaluate import run_evaluate
     from koblla.evaluate.modeldir import load_model
-    from koblla.evaluate.params import EvaluateParams
 
     monkeypatch.chdir(REPO_ROOT)
     evals = tmp_path / "my_evals"
@@ -169,8 +168,8 @@ def test_stage_runs_a_user_task_over_a_new_file_like_stock_hflm(tiny_checkpoints
     (evals / "my_text.yaml").write_text(USER_TEXT_TASK.format(data=text))
 
     tasks = ["my_quiz", "my_text"]
-    p = EvaluateParams(tasks=tasks, limit=None, batch_size=2, evals_dir=str(evals), bootstrap_iters=0,
-                       generation={"prompts": "evals/prompts/v1.jsonl", "max_new_tokens": 2, "limit": 1})
+    p = section_params("evaluate", tasks=tasks, limit=None, batch_size=2, evals_dir=str(evals), bootstrap_iters=0,
+                                 generation={"prompts": "evals/prompts/v1.jsonl", "max_new_tokens": 2, "limit": 1})
     ours = run_evaluate("llama3", tiny_checkpoints[0], "base", p, p.evals_dir, tmp_path / "m.json",
                         tmp_path / "g.jsonl", seed=0)
     model, tok = load_model(tiny_checkpoints[0])
@@ -219,7 +218,6 @@ def test_builtin_task_data_is_checked_before_a_model_loads(tmp_path, monkeypatch
     from koblla.errors import InputError
     from koblla.evaluate import run_evaluate
     from koblla.evaluate.hubdata import hub_datasets
-    from koblla.evaluate.params import EvaluateParams
     from koblla.evaluate.tasks import make_task_manager
 
     monkeypatch.chdir(REPO_ROOT)
@@ -236,7 +234,7 @@ def test_builtin_task_data_is_checked_before_a_model_loads(tmp_path, monkeypatch
     groups = hub_datasets(tm, ["kmmlu", "haerae"], EVALS)  # what fetch_eval_data fetches: every subset
     assert sum(d == "HAERAE-HUB/KMMLU" for d, _ in groups.values()) == 45
     assert sum(d == "HAERAE-HUB/HAE_RAE_BENCH" for d, _ in groups.values()) == 5
-    p = EvaluateParams(tasks=tasks, data_files={"ko_bpb": str(tmp_path / "ko.csv")})
+    p = section_params("evaluate", tasks=tasks, limit=None, data_files={"ko_bpb": str(tmp_path / "ko.csv")})
     with pytest.raises(InputError, match=r"task truthfulqa_mc2: its dataset truthfulqa/truthful_qa \(config "
                                          r"multiple_choice\).*python -m stages.fetch_eval_data"):
         run_evaluate("x", tmp_path / "no_model_needed", "base", p, EVALS, tmp_path / "m.json", tmp_path / "g.jsonl")

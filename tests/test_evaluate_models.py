@@ -148,7 +148,7 @@ def test_evaluate_and_report_stages_on_tiny_models(tiny_checkpoints, tmp_path):
 
 
 def test_chat_streams_an_answer(tiny_checkpoints):
-    from koblla.evaluate.chat import Chat
+    from koblla.chat import Chat
     from koblla.evaluate.modeldir import load_model
 
     model, tok = load_model(tiny_checkpoints[1])
@@ -164,7 +164,7 @@ def test_chat_streams_an_answer(tiny_checkpoints):
 
 
 def test_chat_on_a_base_model_uses_llama3_template(tiny_checkpoints):
-    from koblla.evaluate.chat import LLAMA3_CHAT_TEMPLATE, Chat
+    from koblla.chat import LLAMA3_CHAT_TEMPLATE, Chat
     from koblla.evaluate.modeldir import load_model
 
     model, tok = load_model(tiny_checkpoints[0])

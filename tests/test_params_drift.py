@@ -11,14 +11,6 @@ import yaml
 from koblla.errors import ParamsError
 from koblla.params import SECTIONS, Section, section_class, validate_all, validate_section
 
-# Sections whose models still carry defaults: not converted yet (renovation issue #15). Shrink this list as each
-# section's values move to params.yaml alone; an entry for a section that already passes fails the test below.
-NOT_YET_CONVERTED = {
-    "tiny_models",
-    "extract_wiki",
-    "evaluate",
-}
-
 
 def defaults_of(cls: type[Section], prefix: str) -> list[str]:
     """Dotted names of every field with a default, nested sections included."""
@@ -35,9 +27,6 @@ def defaults_of(cls: type[Section], prefix: str) -> list[str]:
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_no_value_written_twice(section):
     found = defaults_of(section_class(section), section)
-    if section in NOT_YET_CONVERTED:
-        assert found, f"{section} has no defaults any more: remove it from NOT_YET_CONVERTED"
-        pytest.skip(f"{section}: not converted yet ({len(found)} defaults)")
     assert not found, (f"{found}: a default in the model duplicates params.yaml; declare the type and constraints "
                        f"only (Field(ge=...)) and set the value in params.yaml")
 

@@ -16,9 +16,11 @@ import pytest
 import yaml
 from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env, ran_stages, run
 
+from koblla.evaluate.report import load_models
+
 pytestmark = pytest.mark.slow
 
-EVAL_MODELS = ["llama3", "koblla", "llama3_inst", "koblla_chatvec", "koblla_inst"]
+EVAL_MODELS = [m.key for m in load_models(Path(__file__).resolve().parents[1] / "dvc.yaml")]
 RECIPE_STAGES = {"check_params", "extract_wiki", "translate", "finetune_base", "chat_vector", "finetune_instruct",
                  "report"} | {f"evaluate@{m}" for m in EVAL_MODELS}
 

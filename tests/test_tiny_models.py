@@ -14,10 +14,11 @@ import pytest
 import torch
 import yaml
 from conftest import build_tiny_in_subprocess, run_make_tiny_models
+from params_helpers import section_params, section_values
 
 from koblla.tiny import build_base_model, build_tiny_checkpoints, read_corpus
 from koblla.tiny.params import TinyModelsParams
-from koblla.tiny.tokenizer import NUM_BASE_RANKS, PAD_PREFIX, llama3_special_tokens
+from koblla.tiny.tokenizer import CHAT_TOKEN_IDS, NUM_BASE_RANKS, PAD_PREFIX, llama3_special_tokens
 
 LAYOUT = [
     "config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
@@ -246,7 +247,7 @@ def test_instruct_differs_from_base_by_training(tiny_checkpoints, tokenizers):
     emb = "model.embed_tokens.weight"
     rows_changed = (base[emb] != instruct[emb]).any(dim=1)
     # chat special tokens were trained; padding rows (never seen) are exactly the base's
-    assert rows_changed[[128006, 128007, 128009]].all()
+    assert rows_changed[list(CHAT_TOKEN_IDS)].all()
     assert not rows_changed[100000:128000].any()
 
 
@@ -263,18 +264,17 @@ def test_models_load_and_generate(tiny_checkpoints):
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
 
-def test_params_defaults_equal_params_yaml(repo_root):
-    section = yaml.safe_load((repo_root / "params.yaml").read_text())["tiny_models"]
-    assert TinyModelsParams(**section) == TinyModelsParams()
+def test_params_check_head_counts():
+    assert isinstance(section_params("tiny_models"), TinyModelsParams)
     with pytest.raises(ValueError, match="num_kv_heads"):
-        TinyModelsParams(num_heads=4, num_kv_heads=3)
+        TinyModelsParams(**section_values("tiny_models", num_heads=4, num_kv_heads=3))
 
 
 def test_tokenizer_files_are_byte_identical(tmp_path, tiny_checkpoints):
     """The BPE trainer is multi-threaded: retraining must still give the fixture's exact files."""
     from koblla.tiny import tokenizer
 
-    params = TinyModelsParams()
+    params = section_params("tiny_models")
     ranks = tokenizer.pad_ranks(tokenizer.train_ranks(read_corpus(), params.bpe_vocab_size, params.bpe_min_frequency))
     tokenizer.write_tokenizer_files(tmp_path, ranks, tokenizer.build_hf_tokenizer(ranks), instruct=True)
     theirs = _hashes(tiny_checkpoints[1])
@@ -284,7 +284,7 @@ def test_tokenizer_files_are_byte_identical(tmp_path, tiny_checkpoints):
 
 @pytest.mark.slow
 def test_rebuild_is_byte_identical(tmp_path):
-    params = TinyModelsParams(instruct_steps=2, pretrain_steps=3)  # both training loops, in a few steps
+    params = section_params("tiny_models", instruct_steps=2, pretrain_steps=3)  # both training loops, in a few steps
     for run in ("a", "b"):
         build_tiny_checkpoints(tmp_path / run / "base", tmp_path / run / "inst", params, seed=7)
     for sub in ("base", "inst"):
@@ -309,15 +309,13 @@ def test_base_knows_some_english(tiny_checkpoints, repo_root):
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from koblla.tiny.params import TinyModelsParams
-
     text = (repo_root / "assets/eval_text/english_heldout.txt").read_text(encoding="utf-8").split("\n\n")[0]
     tok = AutoTokenizer.from_pretrained(tiny_checkpoints[0])
     ids = torch.tensor([tok(text)["input_ids"]])
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoints[0], dtype=torch.float32)
     with torch.no_grad():
         trained = F.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:]).item()
-        random_init = build_base_model(TinyModelsParams(), seed=42)
+        random_init = build_base_model(section_params("tiny_models"), seed=42)
         rand = F.cross_entropy(random_init(ids)[0, :-1], ids[0, 1:]).item()
     assert trained < 0.6 * rand, (trained, rand)
 
@@ -345,13 +343,13 @@ def test_stage_help(repo_root):
 @pytest.mark.slow
 def test_stage_runs(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"common": {"seed": 3},
-                                      "tiny_models": {"instruct_steps": 2, "pretrain_steps": 2}}))
+    tiny = section_values("tiny_models", instruct_steps=2, pretrain_steps=2)
+    params.write_text(yaml.safe_dump({"common": {"seed": 3}, "tiny_models": tiny}))
     out = run_make_tiny_models(params, tmp_path / "b", tmp_path / "i")
     assert out.returncode == 0, out.stderr
     assert "vocab size 128256" in out.stdout and "2 steps" in out.stdout
     assert (tmp_path / "i" / "tokenizer_config.json").is_file()
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"tiny_models": {"num_layerz": 2}}))
+    bad.write_text(yaml.safe_dump({"tiny_models": section_values("tiny_models", num_layerz=2)}))
     out = run_make_tiny_models(bad, Path("x"), Path("y"), timeout=120)
     assert out.returncode == 2 and "num_layerz" in out.stderr

@@ -25,7 +25,9 @@ from koblla.atomic import atomic_dir, write_json
 from koblla.chat_vector.checkpoint import ITEMSIZE, Checkpoint, Tensor, check_configs, check_tensors, open_checkpoint
 from koblla.chat_vector.kernel import decode, merge_block
 from koblla.chat_vector.params import ChatVectorParams
+from koblla.dtypes import SAFETENSORS_TO_LONG, SAFETENSORS_TO_SHORT
 from koblla.errors import InputError
+from koblla.finetune.checkpoint import shard_name
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ CHUNK_ELEMENTS = 1 << 21  # elements per block (4 MiB of bf16): larger blocks cu
 WINDOW = 4  # blocks in flight: two being merged, two queued
 EMBED_RE = re.compile(r"(embed_tokens|lm_head)\.weight$")
 MAX_FINITE = {"BF16": 3.38e38, "F16": 65504.0, "F32": 3.40e38}  # below these no merged value can round to Inf
-HF_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 # The tokenizer side comes from the instruct model (chat template, eos <|eot_id|>); torchtune reads
 # original/tokenizer.model. Never original/consolidated.00.pth: a second full copy of the weights.
 INSTRUCT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
@@ -75,7 +76,7 @@ def _create_shards(out: Path, tensors: list[Tensor], shard_bytes: int) -> tuple[
                        for j, t in enumerate(shard)})
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
-        fname = f"model-{s + 1:05d}-of-{len(shards):05d}.safetensors"
+        fname = shard_name(s + 1, len(shards))
         fds.append(os.open(out / fname, os.O_WRONLY | os.O_CREAT, 0o666))
         os.write(fds[-1], len(raw).to_bytes(8, "little") + raw)
         os.ftruncate(fds[-1], 8 + len(raw) + offsets[-1])
@@ -134,7 +135,7 @@ def _norms(sq: dict[str, float]) -> dict[str, float]:
 def _write_model_files(out: Path, ck: Checkpoint, ci: Checkpoint, dtype: str) -> None:
     """korean's config.json with instruct's eos and the weights' dtype; instruct's tokenizer side, as it is."""
     config = {**ck.config, "eos_token_id": ci.config.get("eos_token_id")}
-    config["torch_dtype" if "torch_dtype" in config and "dtype" not in config else "dtype"] = HF_DTYPES[dtype]
+    config["torch_dtype" if "torch_dtype" in config and "dtype" not in config else "dtype"] = SAFETENSORS_TO_LONG[dtype]
     write_json(out / "config.json", config)
     for name in INSTRUCT_FILES:
         if not (ci.path / name).is_file():
@@ -176,7 +177,7 @@ def apply_chat_vector(korean: str | Path, base: str | Path, instruct: str | Path
         "tensors": len(tensors),
         "parameters": sum(math.prod(t.shape) for t in tensors),
         "ratio": params.ratio,
-        "dtype": {"BF16": "bf16", "F16": "fp16", "F32": "fp32"}[tensors[0].dtype],
+        "dtype": SAFETENSORS_TO_SHORT[tensors[0].dtype],
         "shards": len(fds),
         "output_bytes": total,
         "special_token_rows": sum(r[4] for r in done),

@@ -11,11 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from koblla.dtypes import torch_dtype
 from koblla.errors import InputError
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 class ModelDirError(InputError):
@@ -99,12 +98,11 @@ def check_model_dir(path: str | Path, kind: str = "base", param: str = "--model-
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     """(model, tokenizer) from an HF folder, in eval mode on `device`; nothing is fetched from the hub."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=getattr(torch, DTYPES[dtype]), local_files_only=True
+        str(path), dtype=torch_dtype(dtype), local_files_only=True
     )
     model.to(device).eval()
     log.info("loaded %s (%.1f M parameters, %s on %s)", path, model.num_parameters() / 1e6, dtype, device)

@@ -11,46 +11,39 @@ from koblla.params import Section
 class GenerationParams(Section):
     """Greedy answers to a fixed, versioned prompt set (evals/prompts/), written beside the scores."""
 
-    prompts: str = "evals/prompts/v1.jsonl"  # the prompt set; bump the file (v2.jsonl), never edit a released one
-    max_new_tokens: int = Field(16, ge=1)  # per answer; tokens, not characters (8B real runs: 256)
-    limit: int | None = Field(None, ge=1)  # first N prompts only; null = all
-    system_prompt: str = ""  # instruct models: an optional system turn before each prompt
-    # Base models have no chat template: "completion" writes their plain continuation of "Q: ...\nA:",
-    # "skip" writes one marker record so the file still exists for DVC.
-    base_models: Literal["completion", "skip"] = "completion"
+    prompts: str
+    max_new_tokens: int = Field(ge=1)
+    limit: int | None = Field(ge=1)
+    system_prompt: str
+    base_models: Literal["completion", "skip"]
 
 
 class ChatParams(Section):
     """Defaults of `python -m stages.chat` (not a DVC stage; flags override these)."""
 
-    max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0.0)  # 0 = greedy
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    system_prompt: str = ""
+    max_new_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0.0)
+    top_p: float = Field(gt=0.0, le=1.0)
+    system_prompt: str
 
 
 class EvaluateParams(Section):
-    # lm-eval task, group or tag names. Embedded default: the local variants in evals/ (suffix `_local`) over our
-    # sample files. Real run: truthfulqa_mc2, truthfulqa_mc1, kobest_boolq, kobest_copa, kobest_hellaswag,
-    # kobest_sentineg, kobest_wic, kmmlu, haerae (lm-eval's built-ins; they read the HF hub, so need its cache).
-    tasks: list[str] = ["truthfulqa_mc2_local", "kobest_copa_local"]
-    num_fewshot: int | None = Field(0, ge=0)  # null = each task's own default
-    batch_size: int | Literal["auto"] = 8  # requests per forward pass; "auto" probes the GPU's memory
-    limit: int | float | None = None  # documents per task (a fraction if < 1); null = all. Never for reported numbers
-    # Instruct models: wrap every prompt in the tokenizer's chat template (base models never are). lm-eval's
-    # Open LLM Leaderboard numbers for Llama-3-Instruct are without it; with it is closer to how the model is used.
-    apply_chat_template: bool = False
-    fewshot_as_multiturn: bool = True  # with the chat template and num_fewshot > 0: one turn per shot
-    device: str = "cpu"  # cuda, cuda:0, mps, cpu
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bf16 on GPUs; fp32 on CPU is faster here
-    bootstrap_iters: int = Field(1000, ge=0)  # stderr of non-mean metrics (lm-eval's default 100000 is slow)
-    max_length: int | None = Field(None, ge=16)  # context cap in tokens; null = the model's own
-    evals_dir: str = "evals"  # lm-eval include_path: local task YAMLs (ours, or any the user writes over own files)
-    # local task -> data file replacing the one its YAML names (split = the task's test/validation split), e.g.
-    # {en_bpb: /data/english_heldout.txt, truthfulqa_mc2_local: /data/truthfulqa_full.jsonl}
-    data_files: dict[str, str] = {}
-    generation: GenerationParams = GenerationParams()
-    chat: ChatParams = ChatParams()
+    """Values and their docs live in params.yaml only (no defaults here, so the two cannot drift)."""
+
+    tasks: list[str]
+    num_fewshot: int | None = Field(ge=0)
+    batch_size: int | Literal["auto"]
+    limit: int | float | None
+    apply_chat_template: bool
+    fewshot_as_multiturn: bool
+    device: str
+    dtype: Literal["float32", "bfloat16", "float16"]
+    bootstrap_iters: int = Field(ge=0)
+    max_length: int | None = Field(ge=16)
+    evals_dir: str
+    data_files: dict[str, str]
+    generation: GenerationParams
+    chat: ChatParams
 
     @field_validator("tasks")
     @classmethod

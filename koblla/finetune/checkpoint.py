@@ -10,6 +10,11 @@ from typing import Any
 from koblla.errors import InputError
 
 
+def shard_name(number: int, count: int) -> str:
+    """HF's file name of shard `number` (from 1) of `count`: model-00001-of-00004.safetensors."""
+    return f"model-{number:05d}-of-{count:05d}.safetensors"
+
+
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     """The checkpoint's HF config.json."""
     path = model_dir / "config.json"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from koblla.dtypes import torch_dtype
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,8 +59,7 @@ def heldout_losses(model_dir: Path, sets: dict[str, list[str]], *, max_seq_len: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(dtype)).to(device).eval()
     out = {}
     for name, texts in sets.items():
         total, count = 0.0, 0

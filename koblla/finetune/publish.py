@@ -21,13 +21,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from koblla.atomic import atomic_dir
+from koblla.dtypes import SHORT_TO_LONG, torch_dtype
 from koblla.errors import InputError
 from koblla.finetune.checkpoint import checkpoint_files
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-HF_DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32"}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # torchtune-only files that are neither part of the HF model nor of the PEFT adapter.
 SKIP = {"adapter_model.pt", "adapter_model.bin", *ADAPTER_FILES}
@@ -65,7 +64,7 @@ def publish_merged(epoch_dir: Path, base_dir: Path, adapter_dir: Path, out: Path
     with merge_lora; the other files come from `epoch_dir` (torchtune's copies of the init checkpoint's config and
     tokenizer). So the published merged model is exactly the published base + the published adapter, whatever
     device and dtype trained it. Returns the shard names."""
-    dtype = DTYPES[save_dtype]
+    dtype = torch_dtype(save_dtype)
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     scale = float(cfg["lora_alpha"]) / float(cfg["r"])
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
@@ -108,9 +107,9 @@ def publish_merged(epoch_dir: Path, base_dir: Path, adapter_dir: Path, out: Path
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
         cfg_path = tmp / "config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        cfg["torch_dtype"] = HF_DTYPE_NAMES[save_dtype]  # transformers 4.x key
+        cfg["torch_dtype"] = SHORT_TO_LONG[save_dtype]  # transformers 4.x key
         if "dtype" in cfg:
-            cfg["dtype"] = HF_DTYPE_NAMES[save_dtype]  # transformers 5 key
+            cfg["dtype"] = SHORT_TO_LONG[save_dtype]  # transformers 5 key
         cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
         (tmp / CONFIG_NAME).write_text(config_text, encoding="utf-8")
     return shards
@@ -124,7 +123,7 @@ def publish_adapter(epoch_dir: Path, out: Path, save_dtype: str, config_text: st
         raise InputError(f"{epoch_dir}: torchtune wrote no {missing}")
     with atomic_dir(out) as tmp:
         cast_safetensors(epoch_dir / "adapter_model.safetensors", tmp / "adapter_model.safetensors",
-                         DTYPES[save_dtype])
+                         torch_dtype(save_dtype))
         cfg = json.loads((epoch_dir / "adapter_config.json").read_text(encoding="utf-8"))
         # torchtune writes r, lora_alpha, target_modules, peft_type (+ the repo id); PEFT's defaults cover the
         # rest, but dropout and DoRA must be said for the adapter to reload as trained.

@@ -14,13 +14,14 @@ import torch
 from safetensors.torch import save_file
 from torchtune.models.convert_weights import tune_to_hf, tune_to_meta
 
+from koblla.finetune.checkpoint import shard_name
 from koblla.tiny.params import TinyModelsParams
+from koblla.tiny.tokenizer import BOS_ID, EOS_ID, EOT_ID
 
 VOCAB_SIZE = 128256
 MAX_SEQ_LEN = 8192
 ROPE_THETA = 500000.0
 NORM_EPS = 1e-5
-BOS_ID, EOS_ID, EOT_ID = 128000, 128001, 128009
 NUM_SHARDS = 2  # Meta ships 4; two are enough to exercise sharded loading
 TRANSFORMERS_VERSION = "4.40.0.dev0"  # what Meta's files say; kept so the layout matches a real download
 
@@ -117,7 +118,7 @@ def write_checkpoint(out_dir: Path, tune_sd: dict[str, torch.Tensor], p: TinyMod
     assert len(plan) == NUM_SHARDS and all(plan), "every shard must hold tensors"
     weight_map, total = {}, 0
     for i, shard_keys in enumerate(plan, start=1):
-        name = f"model-{i:05d}-of-{NUM_SHARDS:05d}.safetensors"
+        name = shard_name(i, NUM_SHARDS)
         save_file({k: hf_sd[k] for k in shard_keys}, str(out_dir / name), metadata={"format": "pt"})
         for k in shard_keys:
             weight_map[k] = name

@@ -7,26 +7,26 @@ from koblla.params import Section
 
 
 class TinyModelsParams(Section):
-    """A tiny Llama-3-architecture base/instruct pair (vocab 128256, like Meta's, so every id is valid)."""
+    """A tiny Llama-3-architecture base/instruct pair (vocab 128256, like Meta's, so every id is valid).
 
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    num_kv_heads: int = Field(2, ge=1)
-    embed_dim: int = Field(64, ge=8)
-    intermediate_dim: int = Field(224, ge=8)
-    # Byte-level BPE trained on assets/tiny/*.txt; ranks above it up to 128000 are unreachable padding.
-    bpe_vocab_size: int = Field(6000, ge=512, le=128000)
-    bpe_min_frequency: int = Field(2, ge=1)
-    # Base pretraining (koblla/tiny/pretrain.py): next-token loss on our English text + a Korean share.
-    pretrain_steps: int = Field(120, ge=0)  # 0 = a random base (as before)
-    pretrain_lr: float = Field(0.003, gt=0)
-    pretrain_batch_size: int = Field(4, ge=1)  # windows per step
-    pretrain_seq_len: int = Field(128, ge=16)  # tokens per window
-    korean_share: float = Field(0.1, ge=0.0, lt=1.0)  # of the pretraining bytes (Llama 3: mostly English)
-    instruct_steps: int = Field(40, ge=1)
-    instruct_lr: float = Field(0.001, gt=0)
-    instruct_batch_size: int = Field(4, ge=1)
-    instruct_max_seq_len: int = Field(256, ge=32)
+    Values and their docs live in params.yaml only (no defaults here, so the two cannot drift)."""
+
+    num_layers: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+    num_kv_heads: int = Field(ge=1)
+    embed_dim: int = Field(ge=8)
+    intermediate_dim: int = Field(ge=8)
+    bpe_vocab_size: int = Field(ge=512, le=128000)
+    bpe_min_frequency: int = Field(ge=1)
+    pretrain_steps: int = Field(ge=0)
+    pretrain_lr: float = Field(gt=0)
+    pretrain_batch_size: int = Field(ge=1)
+    pretrain_seq_len: int = Field(ge=16)
+    korean_share: float = Field(ge=0.0, lt=1.0)
+    instruct_steps: int = Field(ge=1)
+    instruct_lr: float = Field(gt=0)
+    instruct_batch_size: int = Field(ge=1)
+    instruct_max_seq_len: int = Field(ge=32)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyModelsParams:

@@ -25,16 +25,20 @@ SPLIT_PATTERN = (
 )
 NUM_BASE_RANKS = 128000  # Meta's tiktoken file has exactly this many ranks
 PAD_PREFIX = b"\xf8\xf8"  # 0xF8 never appears in UTF-8, so padding tokens are unreachable from any text
+# Llama 3's named special tokens (Meta's ids; the rest of 128000-128255 are reserved), the one home of these ids.
+BOS_ID, EOS_ID, START_HEADER_ID, END_HEADER_ID, EOT_ID = 128000, 128001, 128006, 128007, 128009
+# The chat-format tokens base Llama 3 never trained (the rows chat_vector.special_token_ids copies from instruct).
+CHAT_TOKEN_IDS = (START_HEADER_ID, END_HEADER_ID, EOT_ID)
 
 
 def llama3_special_tokens() -> dict[str, int]:
     """Meta-Llama-3's 256 special tokens (names as in Meta's tokenizer.json for Llama 3, not 3.1)."""
     named = {
-        128000: "<|begin_of_text|>",
-        128001: "<|end_of_text|>",
-        128006: "<|start_header_id|>",
-        128007: "<|end_header_id|>",
-        128009: "<|eot_id|>",
+        BOS_ID: "<|begin_of_text|>",
+        EOS_ID: "<|end_of_text|>",
+        START_HEADER_ID: "<|start_header_id|>",
+        END_HEADER_ID: "<|end_header_id|>",
+        EOT_ID: "<|eot_id|>",
     }
     out, reserved = {}, 0
     for i in range(NUM_BASE_RANKS, NUM_BASE_RANKS + 256):

@@ -19,7 +19,7 @@ class ExtractWikiParams(Section):
     # Default: the sample dump built by make_sample_dump; real run: kowiki-YYYYMMDD-pages-articles-multistream.xml.bz2
     dump: str
     # Multistream index (offset:id:title, bz2); "" reads the dump sequentially (single-stream .xml.bz2 or .xml).
-    index: str = ""
+    index: str
     workers: int = Field(ge=0)  # 0 = one worker process per core
     min_chars: int = Field(ge=0)  # articles shorter than this (characters, after cleaning) are dropped
     drop_disambiguation: bool
