@@ -192,8 +192,9 @@ def test_reverting_a_param_restores_from_the_run_cache(pipeline):
              if ("finetune_base" in k or "koblla-base" in k) and not k.endswith(".timings.json")}
     assert any(k.startswith("models/koblla-base/") for k in first) and "metrics/finetune_base.json" in first
     original = (repo / "params.yaml").read_text(encoding="utf-8")
-    changed = original.replace("  lr: 0.0003", "  lr: 0.0001", 1)
-    assert changed != original
+    lr = yaml.safe_load(original)["finetune_base"]["lr"]
+    changed = original.replace(f"  lr: {lr} ", f"  lr: {lr / 2} ", 1)  # the first `lr:` is finetune_base's
+    assert yaml.safe_load(changed)["finetune_base"]["lr"] == lr / 2
     (repo / "params.yaml").write_text(changed, encoding="utf-8")
     assert "finetune_base" in ran_stages(dvc("repro", "finetune_base", cwd=repo).stdout)
     (repo / "params.yaml").write_text(original, encoding="utf-8")
