@@ -419,6 +419,23 @@ def _rows(tsv: Path) -> list[int]:
     return [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
 
 
+def test_published_curves_leave_wall_times_out_of_the_dvc_output(tmp_path):
+    """A rerun must not change dvc.lock: tokens/s curves, steps.jsonl and the tokens/s summary go beside the output."""
+    from koblla.finetune.dvclive_logger import DVCLiveLogger, publish_curves
+
+    work = tmp_path / "work"
+    lg = DVCLiveLogger(str(work))
+    for s in (1, 2):
+        lg.log_dict({"loss": 3.0 - s / 10, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0 * s}, step=s)
+    lg.close()
+    dest, timings = tmp_path / "live", tmp_path / "live.timings"
+    publish_curves(work, dest, timings)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "metrics.json", "plots/metrics/loss.tsv", "plots/metrics/lr.tsv"]
+    assert json.loads((dest / "metrics.json").read_text()) == {"loss": 2.8, "lr": 1e-4, "step": 2}
+    assert sorted(p.name for p in timings.iterdir()) == ["steps.jsonl", "tokens_per_second.tsv"]
+
+
 def test_dvclive_logger_writes_curves_and_resumes(tmp_path):
     from koblla.finetune.dvclive_logger import DVCLiveLogger, read_steps
 

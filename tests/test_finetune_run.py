@@ -68,10 +68,17 @@ def check_outputs(tmp: Path, init_dir: Path, steps: int) -> dict:
         keys = list(f.keys())
     assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in keys
 
-    metrics_dir = live / "plots" / "metrics"
-    for name in ("loss", "lr", "tokens_per_second", "grad_norm"):
-        rows = (metrics_dir / f"{name}.tsv").read_text().splitlines()
+    # Deterministic curves in the DVC output; wall-time ones beside it (<live>.timings/, not an output), so a rerun
+    # leaves dvc.lock unchanged.
+    timings = live.with_name(f"{live.name}.timings")
+    for name, folder in (("loss", live / "plots" / "metrics"), ("lr", live / "plots" / "metrics"),
+                         ("grad_norm", live / "plots" / "metrics"), ("tokens_per_second", timings)):
+        rows = (folder / f"{name}.tsv").read_text().splitlines()
         assert rows[0] == f"step\t{name}" and [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, steps + 1))
+    assert {p.name for p in live.rglob("*") if p.is_file()} == {"loss.tsv", "lr.tsv", "grad_norm.tsv", "metrics.json",
+                                                                 "loss.png"}
+    assert "tokens_per_second" not in json.loads((live / "metrics.json").read_text())
+    assert (timings / "steps.jsonl").is_file()
     assert (live / "loss.png").stat().st_size > 1000
 
     m = json.loads((tmp / "metrics.json").read_text())

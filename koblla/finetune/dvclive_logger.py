@@ -2,7 +2,8 @@
 
 Referenced from the torchtune configs as `metric_logger._component_: koblla.finetune.dvclive_logger.DVCLiveLogger`.
 Per optimizer step it writes `<log_dir>/plots/metrics/{loss,lr,tokens_per_second,grad_norm,...}.tsv` (columns
-step, value), which `dvc plots show` draws, and `<log_dir>/metrics.json` (latest values). Beside them it keeps
+step, value), which `dvc plots show` draws (publish_curves moves the wall-time ones out of the DVC output),
+and `<log_dir>/metrics.json` (latest values). Beside them it keeps
 `steps.jsonl`, one record per step with the wall time and tokens (the count our recipes log as `tokens`), from which
 the stage computes the final metrics (tokens seen, tokens/s) across a resumed run.
 
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +34,30 @@ def _scalar(v: Any) -> float:
     if hasattr(v, "item"):  # torch tensors (grad_norm arrives as a 0-d tensor)
         v = v.item()
     return float(v)
+
+
+# Curves that differ on every run and machine (wall time, throughput, GPU memory): published beside the DVCLive
+# folder, in `<live_dir>.timings/` (git-ignored, not a DVC output), so that a rerun leaves dvc.lock unchanged.
+def _run_dependent(name: str) -> bool:
+    return name == "tokens_per_second" or name.startswith("peak_memory")
+
+
+def publish_curves(work_live: Path, dest: Path, timings_dir: Path) -> None:
+    """Copy a run's DVCLive folder `work_live` into `dest`, minus the run-dependent curves and steps.jsonl (wall
+    times), which go to `timings_dir`; dest/metrics.json keeps only the deterministic values (loss, lr, ...)."""
+    shutil.rmtree(timings_dir, ignore_errors=True)
+    timings_dir.mkdir(parents=True)
+    for src in sorted(p for p in work_live.rglob("*") if p.is_file()):
+        rel = src.relative_to(work_live)
+        timing = rel.name == STEPS_FILE or (rel.suffix == ".tsv" and _run_dependent(rel.stem))
+        target = (timings_dir / rel.name) if timing else dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel.as_posix() == "metrics.json":
+            summary = json.loads(src.read_text(encoding="utf-8"))
+            kept = {k: v for k, v in summary.items() if not _run_dependent(k)}
+            target.write_text(json.dumps(kept, indent=4) + "\n", encoding="utf-8")
+        else:
+            shutil.copy2(src, target)
 
 
 def read_steps(log_dir: str | os.PathLike) -> list[dict]:

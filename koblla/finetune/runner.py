@@ -22,7 +22,7 @@ from koblla import runlog
 from koblla.atomic import atomic_dir, remove_stale_temps
 from koblla.errors import KoBLLaError
 from koblla.finetune import publish, report, tune_command, tune_config
-from koblla.finetune.dvclive_logger import read_steps
+from koblla.finetune.dvclive_logger import publish_curves, read_steps
 from koblla.finetune.params import FinetuneParams
 from koblla.finetune.run_key import config_hash, run_key
 
@@ -182,7 +182,7 @@ def train_and_publish(job: Job) -> dict:
                             use_dora=p.use_dora)
     publish.publish_merged(epoch_dir, job.model_dir, job.adapter_out, job.out, p.save_dtype, pl.config_text)
     with atomic_dir(job.live_dir) as tmp:
-        shutil.copytree(pl.work / "dvclive", tmp, dirs_exist_ok=True)
+        publish_curves(pl.work / "dvclive", tmp, job.live_dir.with_name(f"{job.live_dir.name}.timings"))
         report.plot_loss(records, tmp / "loss.png", f"{job.stage}: training loss")
     metrics = {
         "stage": job.stage,
