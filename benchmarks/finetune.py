@@ -141,7 +141,7 @@ def run_stage(base: Path, data_dir: Path) -> dict:
     m = run_finetune_base(p, seed=42, model_dir=base, data_dir=data_dir, out=out / "model",
                           adapter_out=out / "adapter", metrics_path=out / "metrics.json", live_dir=out / "dvclive",
                           config=REPO / "configs" / "finetune_base.yaml", scratch_root=out / "scratch")
-    recs = read_steps(out / "dvclive")
+    recs = read_steps(out / "dvclive.timings")  # the per-step wall-time records (beside the DVC output)
     return {"wall_seconds": round(time.time() - t, 1),
             "tokens_per_second": step_tps([r["tokens_per_second"] for r in recs]),
             "stage_metric_tokens_per_second": m["tokens_per_second"], "steps": m["steps"]}

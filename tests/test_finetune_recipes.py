@@ -192,7 +192,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_checkpoints, tmp_path, capped
     lr_rows = (ref / "live" / "plots" / "metrics" / "lr.tsv").read_text().splitlines()[1:]
     assert len({row.split("\t")[1] for row in lr_rows}) > 3, "warmup + cosine: the lr moves every step"
     # tokens_seen is a count: the recipe's per-step token counts (whole numbers, at most batch x seq), summed
-    recs = read_steps(ref / "live")
+    recs = read_steps(ref / "live.timings")  # wall-time records live beside the DVC output
     assert all(r["tokens"] == int(r["tokens"]) and 0 < r["tokens"] <= 2 * 256 for r in recs)
     assert m_ref["tokens_seen"] == m_res["tokens_seen"] == sum(int(r["tokens"]) for r in recs)
     ad_ref = _tensors_named(ref / "adapter" / "adapter_model.safetensors")
