@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from koblla.runlog import RUN_DEPENDENT
+
 logger = logging.getLogger(__name__)
 
 STEPS_FILE = "steps.jsonl"
@@ -39,7 +41,7 @@ def _scalar(v: Any) -> float:
 # Curves that differ on every run and machine (wall time, throughput, GPU memory): published beside the DVCLive
 # folder, in `<live_dir>.timings/` (git-ignored, not a DVC output), so that a rerun leaves dvc.lock unchanged.
 def _run_dependent(name: str) -> bool:
-    return name == "tokens_per_second" or name.startswith("peak_memory")
+    return name in RUN_DEPENDENT or name.startswith("peak_memory")  # torchtune's CUDA curves: peak_memory_*
 
 
 def publish_curves(work_live: Path, dest: Path, timings_dir: Path) -> None:
