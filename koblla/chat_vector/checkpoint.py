@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import safe_open
 
 from koblla.errors import InputError
+from koblla.finetune.checkpoint import weight_files
 
 ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4}  # the dtypes a chat vector is computed for
 ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size",
@@ -91,21 +92,8 @@ def open_checkpoint(path: str | Path, role: str) -> Checkpoint:
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: the {role} model dir does not exist")
-    index, weight_map = path / "model.safetensors.index.json", None
-    if index.is_file():
-        weight_map = _read_json(index, role).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise InputError(f"{index}: has no weight_map ({role} model)")
-        files = [path / f for f in dict.fromkeys(weight_map.values())]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise InputError(f"{index} names shard(s) that do not exist: {', '.join(missing)} ({role} model); "
-                             "re-download or re-export the checkpoint")
-    else:
-        files = sorted(p for p in path.glob("*.safetensors") if not p.name.startswith("adapter"))
-    if not files:
-        raise InputError(f"{path}: no model weights ({role} model): expected model.safetensors.index.json or "
-                         "*.safetensors (an HF checkpoint as `tune download` writes it)")
+    names, weight_map = weight_files(path, role)
+    files = [path / f for f in names]
     tensors: dict[str, Tensor] = {}
     for f in files:
         for name, t in _shard_tensors(f, role).items():

@@ -1,6 +1,7 @@
 """What the stages read from an HF-layout checkpoint folder: its config.json, lora_llama3's shape arguments from it,
-and its safetensors shard names; and the HF tensor names and shapes of a Llama 3 of a given shape (LLAMA3_8B:
-Meta-Llama-3-8B's), for the random checkpoints of benchmarks/gpu_train.sh and the chat_vector tests."""
+and the safetensors files that hold its weights (weight_files: the one listing, for finetune and chat_vector); and
+the HF tensor names and shapes of a Llama 3 of a given shape (LLAMA3_8B: Meta-Llama-3-8B's), for the random
+checkpoints of benchmarks/gpu_train.sh and the chat_vector tests."""
 from __future__ import annotations
 
 import json
@@ -66,11 +67,28 @@ def model_shape(model_dir: Path, config: dict[str, Any] | None = None) -> dict[s
         raise InputError(f"{path}: no {e} (expected a Llama 3 config.json)") from None
 
 
-def checkpoint_files(model_dir: Path) -> list[str]:
-    """The safetensors shards of an HF checkpoint, from its index (or the single file)."""
-    index = model_dir / "model.safetensors.index.json"
+def weight_files(model_dir: Path, role: str | None = None) -> tuple[list[str], dict[str, str] | None]:
+    """The safetensors files that hold an HF checkpoint's weights, and its index's weight_map (None without an index):
+    the shards model.safetensors.index.json names, in the order it first names them, else the folder's *.safetensors
+    but adapter files, sorted. Every shard the index names must exist. `role` ("base", ...) is named in every
+    message."""
+    of = f" ({role} model)" if role else ""
+    index, weight_map = model_dir / "model.safetensors.index.json", None
     if index.is_file():
-        return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    if (model_dir / "model.safetensors").is_file():
-        return ["model.safetensors"]
-    raise InputError(f"{model_dir}: no model.safetensors.index.json or model.safetensors (not an HF checkpoint)")
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        except (OSError, ValueError) as e:
+            raise InputError(f"{index}: cannot read the index ({e}){of}") from None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise InputError(f"{index}: has no weight_map{of}")
+        files = list(dict.fromkeys(weight_map.values()))
+        missing = [str(model_dir / f) for f in files if not (model_dir / f).is_file()]
+        if missing:
+            raise InputError(f"{index} names shard(s) that do not exist: {', '.join(missing)}{of}; "
+                             "re-download or re-export the checkpoint")
+    else:
+        files = sorted(p.name for p in model_dir.glob("*.safetensors") if not p.name.startswith("adapter"))
+    if not files:
+        raise InputError(f"{model_dir}: no model weights{of}: expected model.safetensors.index.json or *.safetensors "
+                         "(not an HF checkpoint as `tune download` writes it)")
+    return files, weight_map

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from koblla.errors import InputError
-from koblla.finetune.checkpoint import checkpoint_files, model_shape, read_model_config
+from koblla.finetune.checkpoint import model_shape, read_model_config, weight_files
 from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams, FinetuneParams
 
 logger = logging.getLogger(__name__)
@@ -26,10 +26,7 @@ def check_model(model_dir: Path, p: FinetuneParams, param: str) -> dict:
                          "build it first (dvc repro) or point the param at a `tune download` folder")
     config = read_model_config(model_dir)
     shape = model_shape(model_dir, config)
-    files = checkpoint_files(model_dir)
-    missing = [f for f in files if not (model_dir / f).is_file()]
-    if missing:
-        raise InputError(f"{model_dir}: shards listed in the index are missing: {missing}")
+    weight_files(model_dir)  # the shards the index names are all there
     if config.get("rope_scaling"):
         raise InputError(f"{model_dir}/config.json has rope_scaling {config['rope_scaling']}: a Llama 3.1+ model; "
                          "these configs build Llama 3 (torchtune.models.llama3.lora_llama3)")

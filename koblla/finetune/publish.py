@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from koblla.atomic import atomic_dir
 from koblla.dtypes import SHORT_TO_LONG, torch_dtype
 from koblla.errors import InputError
-from koblla.finetune.checkpoint import checkpoint_files
+from koblla.finetune.checkpoint import weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def publish_merged(epoch_dir: Path, base_dir: Path, adapter_dir: Path, out: Path
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
         adapter = {k: f.get_tensor(k) for k in f.keys()}
     modules = {k[len("base_model.model."):-len(".lora_A.weight")] for k in adapter if k.endswith(".lora_A.weight")}
-    shards = checkpoint_files(base_dir)
+    shards, _ = weight_files(base_dir)
     with atomic_dir(out) as tmp:
         weight_map, total, used = {}, 0, set()
         for shard in shards:

@@ -15,7 +15,7 @@ from typing import Any
 
 from koblla.atomic import atomic_file
 from koblla.errors import InputError
-from koblla.finetune.checkpoint import checkpoint_files, model_shape
+from koblla.finetune.checkpoint import model_shape, weight_files
 from koblla.finetune.params import FinetuneBaseParams, FinetuneInstructParams, FinetuneParams
 
 ATTEMPT_KEYS = ("output_dir", "resume_from_checkpoint", "metric_logger.resume")
@@ -35,7 +35,7 @@ def shared_values(p: FinetuneParams, model_dir: Path, seed: int) -> dict[str, An
         "tokenizer.path": str(model_dir / "original" / "tokenizer.model"),
         "tokenizer.max_seq_len": p.max_seq_len,
         "checkpointer.checkpoint_dir": str(model_dir),
-        "checkpointer.checkpoint_files": checkpoint_files(model_dir),
+        "checkpointer.checkpoint_files": sorted(weight_files(model_dir)[0]),
         "dataset.packed": p.packed,
         "seed": seed,
         "batch_size": p.batch_size,
