@@ -41,3 +41,13 @@ def section_params(section: str, **updates):
 
     return validate_section(section, section_values(section, **updates), REPO_ROOT / "params.yaml")
 
+
+
+def openai_params(server, openai: dict | None = None, **updates):
+    """translate params for the openai backend against a tests/translate_server.py FakeLLMServer: model fake-model,
+    the key from $KOBLLA_TEST_KEY, no seed memory, short timeouts and backoff; `openai` changes keys of the openai
+    sub-section, `updates` those of the section."""
+    transport = dict(base_url=server.base_url, api_key_env="KOBLLA_TEST_KEY", concurrency=4, timeout_s=0.5,
+                     max_retries=4, backoff_base_s=0.01, backoff_max_s=0.05)
+    return section_params("translate", backend="openai", model="fake-model", seed_memory=[],
+                          openai={**transport, **(openai or {})}, **updates)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from params_helpers import section_params
+from params_helpers import openai_params, section_params
 from translate_server import FAULT_MODES, FakeLLMServer, always, fault_cycle, sequence_for_first
 
 from koblla.errors import KoBLLaError
@@ -27,12 +27,10 @@ def _env(repo_root, monkeypatch):
     monkeypatch.setenv("KOBLLA_TEST_KEY", SECRET)
 
 
-def make_params(srv: FakeLLMServer, **kw) -> TranslateParams:
-    openai = dict(base_url=srv.base_url, api_key_env="KOBLLA_TEST_KEY", concurrency=4, timeout_s=2,
-                  max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05)
-    openai.update(kw.pop("openai", {}))
-    kw.setdefault("prompt_version", "v2")
-    return section_params("translate", backend="openai", model="fake-model", seed_memory=[], openai=openai, **kw)
+def make_params(srv: FakeLLMServer, openai: dict | None = None, **kw) -> TranslateParams:
+    """The gate tests' params: a slow reply is no transport fault here (those are test_translate_openai's), and the
+    v2 prompts carry the conversation so far."""
+    return openai_params(srv, {"timeout_s": 2, "max_retries": 2, **(openai or {})}, **{"prompt_version": "v2", **kw})
 
 
 def rows(d, name):

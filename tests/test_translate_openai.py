@@ -13,12 +13,11 @@ from collections import Counter
 import psutil
 import pytest
 import yaml
-from params_helpers import section_params
+from params_helpers import openai_params, section_params
 from translate_server import FakeLLMServer, always, sequence, sequence_for_first
 
 from koblla.errors import KoBLLaError
 from koblla.translate import run_translate
-from koblla.translate.params import TranslateParams
 from koblla.translate.ratelimit import TokenBucket
 
 SECRET = "sk-koblla-test-9f8e7d6c5b4a"
@@ -31,26 +30,19 @@ def _env(repo_root, monkeypatch):
     monkeypatch.setenv("KOBLLA_TEST_KEY", SECRET)
 
 
-def make_params(srv: FakeLLMServer, **kw) -> TranslateParams:
-    openai = dict(base_url=srv.base_url, api_key_env="KOBLLA_TEST_KEY", concurrency=4, timeout_s=0.5,
-                  max_retries=4, backoff_base_s=0.01, backoff_max_s=0.05)
-    openai.update(kw.pop("openai", {}))
-    return section_params("translate", backend="openai", model="fake-model", seed_memory=[], openai=openai, **kw)
-
-
 def rows(d, name):
     return [json.loads(x) for x in (d / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_happy_path_matches_reference_and_rerun_makes_no_requests(tmp_path):
     with FakeLLMServer() as srv:
-        m = run_translate(make_params(srv), tmp_path / "out", tmp_path / "tm", tmp_path / "m.json")
+        m = run_translate(openai_params(srv), tmp_path / "out", tmp_path / "tm", tmp_path / "m.json")
         assert srv.requests == N_CHUNKS and m["requests"] == N_CHUNKS and m["cache_hits"] == 0
         assert srv.auth_headers == {f"Bearer {SECRET}"}
         assert srv.max_in_flight <= 4
         assert m["tokens_in"] > 0 and m["tokens_out"] > 0
         srv.reset_counts()
-        m2 = run_translate(make_params(srv), tmp_path / "out2", tmp_path / "tm", None)
+        m2 = run_translate(openai_params(srv), tmp_path / "out2", tmp_path / "tm", None)
         assert srv.requests == 0 and m2["cache_hit_rate"] == 1.0
     # Same text as the shipped reference translations served by the memory backend.
     ref = run_translate(section_params("translate"), tmp_path / "ref", tmp_path / "tm_ref", None)
@@ -61,7 +53,7 @@ def test_happy_path_matches_reference_and_rerun_makes_no_requests(tmp_path):
 def test_transport_faults_are_retried_and_retry_after_is_honoured(tmp_path):
     plan = sequence("429", "500", "timeout", "garbage")
     with FakeLLMServer(plan=plan, hang_s=1.0, retry_after="0.3") as srv:
-        m = run_translate(make_params(srv, openai={"concurrency": 1}), tmp_path / "o", tmp_path / "tm", None)
+        m = run_translate(openai_params(srv, openai={"concurrency": 1}), tmp_path / "o", tmp_path / "tm", None)
         (t429, text), *later = srv.arrivals
         gap_after_429 = next(t for t, x in later if x == text) - t429
     assert m["items_written"] == 14 and m["flagged_chunks"] == 0
@@ -75,7 +67,7 @@ def test_bad_outputs_are_retranslated(tmp_path):
     # needs 5 attempts.
     plan = sequence_for_first("empty", "english", "wrong_register", "placeholders")
     with FakeLLMServer(plan=plan) as srv:
-        params = make_params(srv, max_attempts=5, openai={"concurrency": 1})
+        params = openai_params(srv, max_attempts=5, openai={"concurrency": 1})
         m = run_translate(params, tmp_path / "o", tmp_path / "tm", None)
     assert m["items_written"] == 14 and m["flagged_chunks"] == 0
     rejected = m["rejected_attempts_by_reason"]
@@ -86,7 +78,7 @@ def test_bad_outputs_are_retranslated(tmp_path):
 
 def test_persistent_wrong_register_is_flagged_and_left_out(tmp_path):
     with FakeLLMServer(plan=always("wrong_register")) as srv:
-        m = run_translate(make_params(srv, max_attempts=2, limit=2), tmp_path / "o", tmp_path / "tm", None)
+        m = run_translate(openai_params(srv, max_attempts=2, limit=2), tmp_path / "o", tmp_path / "tm", None)
     assert m["items"] == 2 and m["items_written"] == 0 and m["items_flagged"] == 2
     assert m["failures_by_reason"] == {"wrong_register": 4} and m["requests"] == 8
     assert (tmp_path / "tm" / "memory.jsonl").read_text() == "", "rejected text never enters the memory"
@@ -97,7 +89,7 @@ def test_persistent_wrong_register_is_flagged_and_left_out(tmp_path):
 
 def test_retries_exhausted_flags_backend_error(tmp_path):
     with FakeLLMServer(plan=always("500")) as srv:
-        m = run_translate(make_params(srv, limit=1, openai={"max_retries": 2}), tmp_path / "o", tmp_path / "tm", None)
+        m = run_translate(openai_params(srv, limit=1, openai={"max_retries": 2}), tmp_path / "o", tmp_path / "tm", None)
     assert m["failures_by_reason"] == {"backend_error": 2} and m["requests"] == 6
     assert m["transport_errors"] == {"http_500": 6}
 
@@ -109,7 +101,7 @@ def test_rejected_key_stops_with_clear_message(tmp_path):
 
     with Unauthorized() as srv:
         with pytest.raises(KoBLLaError, match="(?s)401.*KOBLLA_TEST_KEY") as e:
-            run_translate(make_params(srv), tmp_path / "o", tmp_path / "tm", None)
+            run_translate(openai_params(srv), tmp_path / "o", tmp_path / "tm", None)
     assert SECRET not in str(e.value)
 
 
@@ -117,8 +109,8 @@ def test_key_config_errors(tmp_path, monkeypatch):
     with FakeLLMServer() as srv:
         monkeypatch.delenv("KOBLLA_TEST_KEY")
         with pytest.raises(KoBLLaError, match="KOBLLA_TEST_KEY.*not set"):
-            run_translate(make_params(srv), tmp_path / "o", tmp_path / "tm", None)
-        p = make_params(srv)
+            run_translate(openai_params(srv), tmp_path / "o", tmp_path / "tm", None)
+        p = openai_params(srv)
         p.openai.api_key_env = SECRET  # a key pasted where the variable NAME belongs
         with pytest.raises(KoBLLaError, match="NAME of an environment variable") as e:
             run_translate(p, tmp_path / "o", tmp_path / "tm", None)
@@ -201,14 +193,14 @@ def test_validator_process_death_is_a_clear_error_and_the_next_run_recovers(tmp_
 
     with FakeLLMServer(plan=kill_validator_then_ok) as srv:
         with pytest.raises(KoBLLaError, match="validator process died.*rerun the stage"):
-            run_translate(make_params(srv, limit=2), tmp_path / "o", tmp_path / "tm", None)
-        m = run_translate(make_params(srv, limit=2), tmp_path / "o", tmp_path / "tm", None)
+            run_translate(openai_params(srv, limit=2), tmp_path / "o", tmp_path / "tm", None)
+        m = run_translate(openai_params(srv, limit=2), tmp_path / "o", tmp_path / "tm", None)
     assert m["items_written"] == 2 and m["flagged_chunks"] == 0
 
 
 def test_long_messages_are_split_translated_and_rejoined(tmp_path):
     with FakeLLMServer() as srv:  # unknown chunks get synthetic Korean that keeps every placeholder
-        m = run_translate(make_params(srv, chunk_tokens=64, limit=4), tmp_path / "o", tmp_path / "tm", None)
+        m = run_translate(openai_params(srv, chunk_tokens=64, limit=4), tmp_path / "o", tmp_path / "tm", None)
     assert m["chunks"] > m["turns"] and m["items_written"] == 4 and m["flagged_chunks"] == 0
     side = rows(tmp_path / "o", "side_by_side")
     for conv in side:
