@@ -116,6 +116,14 @@ def page_url(base: str, title: str) -> str:
     return base + t
 
 
+def _skip(result: BatchResult, count: str, page: Page, why: str) -> None:
+    """A page over a budget: counted under `count`, logged and named in result.skipped."""
+    result.counts[count] += 1
+    msg = f"page id {page.id} ({page.title}): {why}"
+    log.warning("skipped %s", msg)
+    result.skipped.append(msg)
+
+
 def process_page(raw: bytes, cfg: PageConfig, result: BatchResult) -> None:
     """Add one page's row or drop reason to `result`."""
     pid = page_id_of(raw)
@@ -133,21 +141,15 @@ def process_page(raw: bytes, cfg: PageConfig, result: BatchResult) -> None:
             result.counts["dropped_disambiguation"] += 1
             return
         if len(page.text) > cfg.max_page_chars:
-            result.counts["dropped_too_large"] += 1
-            msg = (f"page id {page.id} ({page.title}): {len(page.text)} characters > "
-                   f"extract_wiki.max_page_chars {cfg.max_page_chars}")
-            log.warning("skipped %s", msg)
-            result.skipped.append(msg)
+            _skip(result, "dropped_too_large", page,
+                  f"{len(page.text)} characters > extract_wiki.max_page_chars {cfg.max_page_chars}")
             return
         try:
             with time_budget(cfg.max_page_seconds):
                 text = clean_wikitext(page.text, cfg.clean)
         except PageTimeout:
-            result.counts["dropped_too_slow"] += 1
-            msg = (f"page id {page.id} ({page.title}): cleaning took over extract_wiki.max_page_seconds "
-                   f"{cfg.max_page_seconds:g} s ({len(page.text)} characters)")
-            log.warning("skipped %s", msg)
-            result.skipped.append(msg)
+            _skip(result, "dropped_too_slow", page, f"cleaning took over extract_wiki.max_page_seconds "
+                  f"{cfg.max_page_seconds:g} s ({len(page.text)} characters)")
             return
     except Exception as e:  # noqa: BLE001 - one bad page must not stop a 1.5 M page run; it is counted and named
         result.counts["parse_errors"] += 1
