@@ -71,6 +71,7 @@ def build_tiny_checkpoints(
     from koblla.tiny import instruct as ins
     from koblla.tiny import layout, tokenizer
     from koblla.tiny import pretrain as pt
+    from koblla.tiny.train import train
 
     texts = read_corpus(assets)
     chats = ins.read_chats(assets / CHAT_FILE)
@@ -89,16 +90,16 @@ def build_tiny_checkpoints(
             windows = pt.pretrain_examples(tmp_base / "original" / "tokenizer.model", docs, params.pretrain_seq_len)
             log.info("pretraining the base: %d documents (%d English / %d Korean bytes), %d windows of %d tokens",
                      len(docs), nbytes["en"], nbytes["ko"], len(windows), params.pretrain_seq_len)
-            pre_losses = ins.train_instruct(model, windows, params.pretrain_steps, params.pretrain_lr,
-                                            params.pretrain_batch_size, seed)
+            pre_losses = train(model, windows, params.pretrain_steps, params.pretrain_lr, params.pretrain_batch_size,
+                               seed, "pretrain")
             log.info("pretraining loss %.4f -> %.4f", pre_losses[0], pre_losses[-1])
             pt.round_to_bf16(model)
         base_sd = {k: v.clone() for k, v in model.state_dict().items()}
         num_params = layout.write_checkpoint(tmp_base, base_sd, params, instruct=False)
 
         examples = ins.tokenize_chats(tmp_base / "original" / "tokenizer.model", chats, params.instruct_max_seq_len)
-        losses = ins.train_instruct(
-            model, examples, params.instruct_steps, params.instruct_lr, params.instruct_batch_size, seed
+        losses = train(
+            model, examples, params.instruct_steps, params.instruct_lr, params.instruct_batch_size, seed, "instruct"
         )
         layout.write_checkpoint(tmp_inst, model.state_dict(), params, instruct=True)
         for out in (tmp_base, tmp_inst):
