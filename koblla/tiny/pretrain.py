@@ -6,7 +6,8 @@ byte (evaluate's en_bpb) drop well below a random model's, Korean stays weak unt
 assets/tiny/english.txt, the English side of assets/tiny/english_chat.jsonl and of the LIMA-schema sample
 (assets/lima/lima_sample.jsonl, as plain prose), plus the first `korean_share` (by bytes) of assets/tiny/korean.txt.
 None of it is an evaluation set (evals/data/, assets/eval_text/, the kowiki sample's test split).
-The loop is the instruct run's (koblla.tiny.train: plain, seeded, one thread), so the files are byte-identical per seed.
+The loop is the instruct run's (koblla.tiny.train: plain, seeded, a fixed thread count), so the files are
+byte-identical per seed.
 """
 from __future__ import annotations
 
