@@ -1,7 +1,10 @@
 """End to end: the embedded default `dvc repro` in a copy of the repo, then a no-op rerun, a push/pull through a
 local-folder remote into a fresh clone, an experiment on one translate param that reruns exactly its
 dependents, wrong params that fail before any output is touched, outputs hardlinked into the cache, and a
-reverted param restored from the run cache. The tests share one pipeline run and must run in file order."""
+reverted param restored from the run cache. The tests share one pipeline run, the session's `default_pipeline`: the
+first two read it where it ran (they form an xdist group, which pytest-xdist schedules first, so one worker starts
+the pipeline at once); every other test works on its own copy (`pipeline`), so they are independent and spread
+over the workers."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from pipeline_helpers import VENV_BIN, copy_repo, dvc, git, pipeline_env, ran_stages, run
+from pipeline_helpers import VENV_BIN, dvc, git, pipeline_env, ran_stages, run
 
 from koblla.evaluate.report import load_models
 
@@ -26,17 +29,24 @@ RECIPE_STAGES = {"check_params", "extract_wiki", "translate", "finetune_base", "
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    t0 = time.monotonic()
-    out = dvc("repro", cwd=repo, timeout=1200)
-    seconds = time.monotonic() - t0
-    print(f"default dvc repro took {seconds:.1f} s")
-    return repo, out.stdout, seconds
+def repro(default_pipeline):
+    """(repo, stdout, seconds) of the session's default `dvc repro` (make_tiny_models, then every other stage), read
+    where it ran: read-only."""
+    tiny, rest = default_pipeline.tiny_run(), default_pipeline.full()
+    print(f"default dvc repro took {tiny.seconds + rest.seconds:.1f} s (make_tiny_models {tiny.seconds:.1f} s)")
+    return default_pipeline.repo, tiny.stdout + rest.stdout, tiny.seconds + rest.seconds
 
 
-def test_repro_runs_every_stage(pipeline):
-    repo, stdout, _ = pipeline
+@pytest.fixture
+def pipeline(default_pipeline, tmp_path):
+    """(repo, stdout, seconds) as `repro`, in a private copy (git, DVC cache and run cache, outputs) to change."""
+    tiny, rest = default_pipeline.tiny_run(), default_pipeline.full()
+    return default_pipeline.clone(tmp_path / "repo"), tiny.stdout + rest.stdout, tiny.seconds + rest.seconds
+
+
+@pytest.mark.xdist_group("default_pipeline")
+def test_repro_runs_every_stage(repro):
+    repo, stdout, _ = repro
     ran = ran_stages(stdout)
     # The copy starts with no DVC cache, so every stage with cached outputs must run. `report` reads only the
     # git-tracked metrics files: it is skipped exactly when the fresh scores equal the committed ones.
@@ -47,8 +57,9 @@ def test_repro_runs_every_stage(pipeline):
         )
 
 
-def test_outputs_and_metrics(pipeline):
-    repo, _, _ = pipeline
+@pytest.mark.xdist_group("default_pipeline")
+def test_outputs_and_metrics(repro):
+    repo, _, _ = repro
     for split in ("train", "dev", "test"):
         assert (repo / f"data/kowiki/{split}.csv").is_file()
     train = pd.read_csv(repo / "data/kowiki/train.csv")
@@ -120,7 +131,7 @@ def test_exp_run_on_translate_param_reruns_only_dependents(pipeline):
     assert json.loads(kolima[0])["messages"][0] == {"role": "system", "content": "너는 친절한 한국어 도우미야."}
 
 
-# ---- safe experiments: run after the tests above, on the same pipeline ----------------------------------------
+# ---- safe experiments, each on its own copy of the pipeline ----------------------------------------------------
 
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
