@@ -16,7 +16,7 @@ repro: setup
 	$(RUN) dvc repro
 
 # Lint first (config: pyproject.toml [tool.ruff]), so CI (`.ci/run` -> `make test`) fails on a finding too.
-# Tests run on every core (pytest-xdist); the end-to-end module stays on one worker (--dist loadgroup).
+# Tests run on every core (pytest-xdist; --dist loadgroup keeps each xdist_group on one worker).
 # JOBS=0 runs them in this process.
 JOBS ?= auto
 PYTEST := pytest -n $(JOBS) --dist loadgroup --durations=25

@@ -71,9 +71,8 @@ def tiny_checkpoints(default_pipeline) -> tuple[Path, Path]:
 
 def pytest_collection_modifyitems(config, items):
     """Tests that need no tiny model go first, then those that need only the tiny models, then those that read the
-    whole default pipeline (file order otherwise kept). What the selected tests need
-    of the pipeline starts at once in the background (once a session, whichever pytest-xdist worker comes first) and
-    runs beside the first group."""
+    whole default pipeline (file order otherwise kept). What the selected tests need of the pipeline starts at once
+    in the background (once a session, whichever pytest-xdist worker comes first) and runs beside the first group."""
     def tier(item) -> int:
         if "default_pipeline" in item.fixturenames and "tiny_checkpoints" not in item.fixturenames:
             return 2

@@ -77,14 +77,15 @@ class DefaultPipeline:
     """The embedded default pipeline, reproduced once per test session in a copy of the repo and shared by every
     test (and every pytest-xdist worker) that needs it: first `dvc repro make_tiny_models` (the tiny checkpoints
     most tests load), then `dvc repro` of everything. Each step runs once, under its own file lock; its stdout is
-    kept beside the copy. The copy is read-only for tests: a test that changes params or
-    reruns stages works on `clone()`."""
+    kept beside the copy. The copy is read-only for tests: a test that changes params or reruns stages works on
+    `clone()`."""
 
     TINY = ("Meta-Llama-3-8B", "Meta-Llama-3-8B-Instruct")
 
     def __init__(self, root: Path):
         self.root = root
         self.repo = root / "repo"
+        self.tiny_lock = root / "tiny.dvc.lock"  # the repo's dvc.lock right after make_tiny_models
         root.mkdir(parents=True, exist_ok=True)
 
     def _step(self, name: str, *args: str) -> Run:
@@ -105,6 +106,7 @@ class DefaultPipeline:
         out = dvc("repro", *args, cwd=self.repo, timeout=1800)
         run = Run(out.stdout, round(time.monotonic() - t0, 1))
         if name == "tiny":  # a writable copy, independent of what later DVC commands do in the repo
+            shutil.copy2(self.repo / "dvc.lock", self.tiny_lock)  # as make_tiny_models left it (`full` rewrites it)
             for d in self.TINY:
                 shutil.copytree(self.repo / "models/meta" / d, self.root / "tiny" / d, dirs_exist_ok=True)
                 for f in (self.root / "tiny" / d).rglob("*"):
@@ -131,7 +133,7 @@ class DefaultPipeline:
 
     def tiny(self) -> tuple[Path, Path]:
         """(base_dir, instruct_dir): the make_tiny_models stage's output, as a writable copy."""
-        self._step("tiny", "make_tiny_models")
+        self.tiny_run()
         return tuple(self.root / "tiny" / d for d in self.TINY)
 
     def tiny_run(self) -> Run:

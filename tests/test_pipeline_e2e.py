@@ -1,10 +1,10 @@
 """End to end: the embedded default `dvc repro` in a copy of the repo, then a no-op rerun, a push/pull through a
 local-folder remote into a fresh clone, an experiment on one translate param that reruns exactly its
 dependents, wrong params that fail before any output is touched, outputs hardlinked into the cache, and a
-reverted param restored from the run cache. The tests share one pipeline run, the session's `default_pipeline`: the
-first two read it where it ran (they form an xdist group, which pytest-xdist schedules first, so one worker starts
-the pipeline at once); every other test works on its own copy (`pipeline`), so they are independent and spread
-over the workers."""
+reverted param restored from the run cache. The tests share one pipeline run, the session's `default_pipeline`
+(started in the background when the tests are collected): the first two read it where it ran (one xdist group, so
+the `repro` fixture is set up once); every other test works on its own copy (`pipeline`), so they are independent
+and spread over the workers."""
 from __future__ import annotations
 
 import hashlib
@@ -38,10 +38,10 @@ def repro(default_pipeline):
 
 
 @pytest.fixture
-def pipeline(default_pipeline, tmp_path):
+def pipeline(repro, default_pipeline, tmp_path):
     """(repo, stdout, seconds) as `repro`, in a private copy (git, DVC cache and run cache, outputs) to change."""
-    tiny, rest = default_pipeline.tiny_run(), default_pipeline.full()
-    return default_pipeline.clone(tmp_path / "repo"), tiny.stdout + rest.stdout, tiny.seconds + rest.seconds
+    _, stdout, seconds = repro
+    return default_pipeline.clone(tmp_path / "repo"), stdout, seconds
 
 
 @pytest.mark.xdist_group("default_pipeline")

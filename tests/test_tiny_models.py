@@ -300,8 +300,8 @@ def test_stage_output_matches_the_committed_lock(tiny_checkpoints, default_pipel
     """The make_tiny_models stage, run in a fresh copy of the repo (what `tiny_checkpoints` are), writes the very
     bytes whose hashes the committed dvc.lock holds (built on another clone): what keeps dvc.lock stable across
     reruns and machines."""
-    ours, committed = (yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))["stages"]["make_tiny_models"]
-                       for root in (default_pipeline.repo, repo_root))
+    ours, committed = (yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"]["make_tiny_models"]
+                       for lock in (default_pipeline.tiny_lock, repo_root / "dvc.lock"))
     assert ours["outs"] == committed["outs"], (
         "make_tiny_models wrote other bytes than the committed dvc.lock records: if its code, inputs or params "
         "changed, run `make repro` and commit dvc.lock; otherwise the build is not deterministic")
