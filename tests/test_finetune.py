@@ -451,7 +451,11 @@ def test_dvclive_logger_writes_curves_and_resumes(tmp_path):
     assert {p.name for p in metrics.iterdir()} == {"loss.tsv", "lr.tsv", "tokens_per_second.tsv"}
     assert _rows(metrics / "loss.tsv") == [1, 2, 3, 4]
     # torchtune 0.6.1 restarts its step count at 1 after a resume: the logger continues at 4
-    os.utime(marker, (time.time() - 0.02, time.time() - 0.02))
+    # the checkpoint was written between steps 3 and 4: its mtime comes from their records, not from the clock now
+    # (at "now - 0.02 s" a loaded machine could put it after step 4)
+    t3, t4 = (r["time"] for r in read_steps(live)[2:4])
+    assert t3 < t4
+    os.utime(marker, ((t3 + t4) / 2, (t3 + t4) / 2))
     lg2 = DVCLiveLogger(str(live), resume=True, checkpoint_marker=str(marker))
     lg2.log_dict({"loss": 1.5, "lr": 1e-4, "tokens_per_second_per_gpu": 100.0, "grad_norm": 0.5, "tokens": 77},
                  step=1)
